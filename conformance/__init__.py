@@ -1,0 +1,26 @@
+"""conformance: certify that a training/inference recipe resumes, predicts and reloads data exactly.
+
+Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this package adds no test.
+"""
+
+from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close, compare
+from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
+from conformance.rng import RNGStateCallback, capture_rng_state, restore_rng_state
+from conformance.suites._base import ConformanceSetupError
+from conformance.suites.stop_and_go import StopAndGoConformance
+
+__all__ = [
+    "ComparisonError",
+    "ComparisonResult",
+    "ConformanceSetupError",
+    "ConsumedSamplesBatchSampler",
+    "Difference",
+    "RNGStateCallback",
+    "ResumableDataModule",
+    "StopAndGoConformance",
+    "Tolerance",
+    "assert_close",
+    "capture_rng_state",
+    "compare",
+    "restore_rng_state",
+]

@@ -1,0 +1,69 @@
+"""``python -m conformance certify [MODULE ...]``: run the conformance classes of modules and report.
+
+Prints progress while the runs train and a per-check table (passed / failed / expected failure, with the largest
+difference seen against its tolerance), writes ``report.json`` and ``report.xml`` (JUnit) to ``--output``, and
+exits 1 when any check fails, errors or passes unexpectedly (2 when nothing could be run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import sys
+import unittest
+from collections.abc import Sequence
+from pathlib import Path
+
+from conformance.report import run_classes
+from conformance.suites._base import ConformanceSuite
+
+DEFAULT_MODULES = ("reference_models.certify",)
+
+
+def conformance_classes(module_name: str) -> list[type[unittest.TestCase]]:
+    """The concrete conformance test classes a module defines or imports, in definition order."""
+    module = importlib.import_module(module_name)
+    return [value for _, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, unittest.TestCase) and issubclass(value, ConformanceSuite)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m conformance``; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    certify = commands.add_parser("certify", help="run conformance suites and write a report")
+    certify.add_argument("modules", nargs="*", default=list(DEFAULT_MODULES),
+                         help=f"importable modules holding conformance classes (default: {DEFAULT_MODULES[0]})")
+    certify.add_argument("--output", type=Path, default=Path("conformance-report"),
+                         help="folder for report.json and report.xml (default: ./conformance-report)")
+    certify.add_argument("-k", dest="pattern", default=None, help="only classes whose name contains this text")
+    args = parser.parse_args(argv)
+
+    classes = []
+    for module_name in args.modules:
+        try:
+            classes += conformance_classes(module_name)
+        except ImportError as exc:
+            parser.error(f"cannot import {module_name!r}: {exc}; pass an importable module (run from your repo "
+                         "root or install it)")
+    if args.pattern:
+        classes = [cls for cls in classes if args.pattern in cls.__qualname__]
+    if not classes:
+        print(f"no conformance classes found in {', '.join(args.modules)}"
+              + (f" matching {args.pattern!r}" if args.pattern else ""), file=sys.stderr)
+        return 2
+
+    os.environ["CONFORMANCE_PROGRESS"] = "1"
+    report = run_classes(classes, echo=sys.stderr)
+    print(report.format_text())
+    args.output.mkdir(parents=True, exist_ok=True)
+    report.write_json(args.output / "report.json")
+    report.write_junit(args.output / "report.xml")
+    print(f"report written to {args.output / 'report.json'} and {args.output / 'report.xml'}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

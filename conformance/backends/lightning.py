@@ -1,0 +1,172 @@
+"""Drive one Lightning training run of a recipe: seeded, optionally recorded, interrupted or resumed.
+
+A *recipe* is anything with the conformance hooks (``make_model``, ``make_datamodule`` and optionally
+``trainer_kwargs``, ``make_callbacks``, ``consumed_samples``); the suites pass their test class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+from conformance.records import RecordStore, TrainingRecorder
+
+__all__ = ["Interruption", "Recipe", "RunOutcome", "SimulatedPreemption", "fit_run", "KIT_OWNED_TRAINER_KWARGS"]
+
+#: Trainer arguments the kit sets itself for every run; a recipe's ``trainer_kwargs()`` may not set them.
+KIT_OWNED_TRAINER_KWARGS = frozenset({"max_steps", "max_epochs", "callbacks", "default_root_dir"})
+
+#: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+}
+
+
+class Recipe(Protocol):
+    """The hooks a run needs from the code under test."""
+
+    def make_model(self) -> pl.LightningModule: ...
+    def make_datamodule(self) -> pl.LightningDataModule: ...
+    def trainer_kwargs(self) -> dict[str, Any]: ...
+    def make_callbacks(self) -> list[pl.Callback]: ...
+    def consumed_samples(self, trainer: pl.Trainer) -> int | None: ...
+
+
+class SimulatedPreemption(RuntimeError):
+    """Raised by the kit right after the interrupted run's checkpoint, as a preempted job would die."""
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """Stop a run right after optimizer step ``step``: save ``checkpoint``, then stop cleanly or crash."""
+
+    step: int
+    style: Literal["clean", "crash"]
+    checkpoint: Path
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one run left behind: its records, the error that ended it (if unexpected) and its wall time."""
+
+    name: str
+    records: RecordStore
+    error: str | None
+    seconds: float
+
+
+class InterruptAfterStep(pl.Callback):
+    """Saves a checkpoint after optimizer step ``step`` (where ``ModelCheckpoint`` would) and ends the run."""
+
+    def __init__(self, interruption: Interruption) -> None:
+        self.interruption = interruption
+        self._step_at_batch_start = -1
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stepped = trainer.global_step != self._step_at_batch_start
+        if not stepped or trainer.global_step != self.interruption.step:
+            return
+        trainer.save_checkpoint(self.interruption.checkpoint)
+        if self.interruption.style == "crash":
+            raise SimulatedPreemption(f"simulated preemption after optimizer step {self.interruption.step}")
+        trainer.should_stop = True
+
+
+class StallGuard(pl.Callback):
+    """Ends a run whose epoch completed without an optimizer step (it would otherwise loop forever)."""
+
+    def __init__(self) -> None:
+        self._step_at_epoch_start = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step_at_epoch_start = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == self._step_at_epoch_start:
+            raise RuntimeError(
+                f"epoch {trainer.current_epoch} ended without an optimizer step: the train loader is empty or "
+                "training_step returned None for every batch, so training would never reach max_steps"
+            )
+
+
+class ProgressPrinter(pl.Callback):
+    """One line per optimizer step on stderr, for the ``certify`` command."""
+
+    def __init__(self, label: str, max_steps: int) -> None:
+        self.label = label
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        print(f"\r  {self.label}: step {trainer.global_step}/{self.max_steps}", end="", file=sys.stderr, flush=True)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        print(file=sys.stderr, flush=True)
+
+
+def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: int, record: bool = True,
+            interruption: Interruption | None = None, resume_from: Path | None = None) -> RunOutcome:
+    """Seed, build the recipe afresh and ``fit`` it; an interruption's own preemption is not an error."""
+    run_dir = work_dir / name
+    run_dir.mkdir(parents=True, exist_ok=False)
+    store = RecordStore(run_dir / "records")
+    callbacks = [*recipe.make_callbacks(), StallGuard()]
+    if record:
+        callbacks.append(TrainingRecorder(store, recipe.consumed_samples))
+    if interruption is not None:
+        callbacks.append(InterruptAfterStep(interruption))
+    if os.environ.get("CONFORMANCE_PROGRESS"):
+        callbacks.append(ProgressPrinter(name, max_steps))
+    started = time.perf_counter()
+    error = None
+    with _quiet_lightning():
+        pl.seed_everything(seed, workers=True, verbose=False)
+        model = recipe.make_model()
+        datamodule = recipe.make_datamodule()
+        kwargs = {**TRAINER_DEFAULTS, **recipe.trainer_kwargs()}
+        trainer = pl.Trainer(**kwargs, max_steps=max_steps, max_epochs=-1, callbacks=callbacks,
+                             default_root_dir=run_dir)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        except SimulatedPreemption:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    return RunOutcome(name, store, error, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's info chatter and generic performance hints during kit runs; other warnings pass."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,216 @@
+"""Per-step facts of a Lightning run, recorded by a callback and spilled to disk as the run goes.
+
+A :class:`RecordStore` holds streams of records, one file per record, keyed by integer tuples that line up
+between runs (the global step, then the micro-batch or validation batch). RAM holds at most one record at a time.
+
+Streams written by :class:`TrainingRecorder` and their keys:
+
+================== ================================ ===============================================
+stream             key                              value
+================== ================================ ===============================================
+global_step        (step,)                          global step and epoch after optimizer step ``step``
+learning_rate      (step,)                          every param group's LR used by optimizer step ``step``
+consumed_samples   (step,)                          the data module's consumed samples after ``step``
+optimizer_state    (step,)                          every optimizer's ``state_dict()`` after ``step``
+lr_scheduler_state (step,)                          every LR scheduler's ``state_dict()`` after ``step``
+rng_state          (global step, micro-batch)       global RNG states when a training batch starts
+train_inputs       (global step, micro-batch)       the training batch
+train_outputs      (global step, micro-batch)       what the LightningModule's ``forward`` returned
+train_loss         (global step, micro-batch)       the loss ``training_step`` returned
+valid_inputs       (global step, dataloader, batch) the validation batch
+valid_outputs      (global step, dataloader, batch) what ``forward`` returned during validation
+valid_loss         (global step, dataloader, batch) the loss ``validation_step`` returned
+start              (global step,)                   global step, consumed samples, data module class
+initial_weights    (global step,)                   the model's ``state_dict()`` when training starts
+final_weights      (global step,)                   the model's ``state_dict()`` when training ends
+================== ================================ ===============================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from conformance.rng import capture_rng_state
+
+__all__ = ["RecordStore", "TrainingRecorder", "datamodule_consumed_samples", "to_record"]
+
+Key = tuple[int, ...]
+
+
+class RecordStore:
+    """Streams of records on disk under ``root``: ``write`` one record, ``keys``/``read`` them back."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def write(self, stream: str, key: Key, value: Any) -> None:
+        """Store ``value`` (tensors, containers and plain Python values only) as record ``key`` of ``stream``."""
+        folder = self.root / stream
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / _file_name(key)
+        if path.exists():
+            raise FileExistsError(f"record {key} of stream '{stream}' was already written to {path}")
+        torch.save(to_record(value), path)
+
+    def keys(self, stream: str) -> list[Key]:
+        """The keys recorded in ``stream``, sorted; empty if nothing was recorded."""
+        folder = self.root / stream
+        if not folder.is_dir():
+            return []
+        return sorted(tuple(int(part) for part in path.stem.split("_")) for path in folder.glob("*.pt"))
+
+    def read(self, stream: str, key: Key) -> Any:
+        """Load record ``key`` of ``stream`` onto the CPU, without unpickling arbitrary objects."""
+        return torch.load(self.root / stream / _file_name(key), map_location="cpu", weights_only=True)
+
+    def items(self, stream: str) -> Iterator[tuple[Key, Any]]:
+        """(key, value) for every record of ``stream`` in key order, loaded one at a time."""
+        for key in self.keys(stream):
+            yield key, self.read(stream, key)
+
+
+def _file_name(key: Key) -> str:
+    if not key or any(part < 0 for part in key):
+        raise ValueError(f"record keys are non-empty tuples of non-negative ints, got {key!r}")
+    return "_".join(f"{part:08d}" for part in key) + ".pt"
+
+
+def to_record(value: Any, path: str = "root") -> Any:
+    """``value`` as plain containers, detached tensors and Python scalars, loadable with ``weights_only=True``.
+
+    Mappings become dicts, namedtuples and dataclasses dicts of their fields, numpy arrays tensors. Tensors are
+    detached; a view is copied so that saving it does not write the whole storage it views.
+    """
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        return tensor
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, Mapping):
+        return {key: to_record(item, f"{path}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {field: to_record(getattr(value, field), f"{path}.{field}") for field in value._fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_record(getattr(value, field.name), f"{path}.{field.name}")
+                for field in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_record(item, f"{path}[{index}]") for index, item in enumerate(value))
+    raise TypeError(
+        f"cannot record {path}: a {type(value).__module__}.{type(value).__qualname__} is not a tensor, container "
+        "or plain Python value; return tensors, dicts, lists or dataclasses from the recipe's steps and states"
+    )
+
+
+def datamodule_consumed_samples(trainer: pl.Trainer) -> int | None:
+    """The attached data module's ``state_dict()['consumed_samples']``, or None if it keeps no such count."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None:
+        return None
+    value = datamodule.state_dict().get("consumed_samples")
+    return None if value is None else int(value)
+
+
+class TrainingRecorder(pl.Callback):
+    """Writes the streams listed in this module's docstring into a :class:`RecordStore` while a run trains.
+
+    It only observes: it never changes the model, the optimizer, the data or any random state.
+    """
+
+    def __init__(self, store: RecordStore,
+                 consumed_samples: Callable[[pl.Trainer], int | None] = datamodule_consumed_samples) -> None:
+        self.store = store
+        self.consumed_samples = consumed_samples
+        self._hook: torch.utils.hooks.RemovableHandle | None = None
+        self._forward_outputs: list[Any] | None = None
+        self._learning_rates: list[list[float]] = []
+        self._batch_step = -1
+        self._micro_batch = 0
+
+    # --- forward outputs -------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._hook = pl_module.register_forward_hook(self._capture_forward)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _capture_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._forward_outputs is not None:
+            self._forward_outputs.append(to_record(output))
+
+    # --- training --------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        datamodule = getattr(trainer, "datamodule", None)
+        start = {
+            "global_step": step,
+            "consumed_samples": self.consumed_samples(trainer),
+            "datamodule_class": None if datamodule is None else type(datamodule).__qualname__,
+        }
+        self.store.write("start", (step,), start)
+        self.store.write("initial_weights", (step,), pl_module.state_dict())
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        step = trainer.global_step
+        self._micro_batch = self._micro_batch + 1 if step == self._batch_step else 0
+        self._batch_step = step
+        self._learning_rates = []
+        self.store.write("rng_state", (step, self._micro_batch), capture_rng_state())
+        self._forward_outputs = []
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        self._learning_rates.append([group["lr"] for group in optimizer.param_groups])
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        key = (self._batch_step, self._micro_batch)
+        self._write_batch("train", key, batch, outputs)
+        step = trainer.global_step
+        if step == self._batch_step:
+            return
+        self.store.write("global_step", (step,), {"global_step": step, "epoch": trainer.current_epoch})
+        self.store.write("learning_rate", (step,), self._learning_rates)
+        self.store.write("consumed_samples", (step,), self.consumed_samples(trainer))
+        self.store.write("optimizer_state", (step,), [opt.state_dict() for opt in trainer.optimizers])
+        schedulers = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+        self.store.write("lr_scheduler_state", (step,), schedulers)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.store.write("final_weights", (trainer.global_step,), pl_module.state_dict())
+
+    # --- validation ------------------------------------------------------------------------------------------
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._forward_outputs = None if trainer.sanity_checking else []
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._write_batch("valid", (trainer.global_step, dataloader_idx, batch_idx), batch, outputs)
+
+    def _write_batch(self, phase: str, key: Key, batch: Any, step_output: Any) -> None:
+        self.store.write(f"{phase}_inputs", key, batch)
+        self.store.write(f"{phase}_outputs", key, self._forward_outputs)
+        self.store.write(f"{phase}_loss", key, _loss_of(step_output))
+        self._forward_outputs = None
+
+
+def _loss_of(step_output: Any) -> Any:
+    if isinstance(step_output, Mapping):
+        return step_output.get("loss")
+    return step_output

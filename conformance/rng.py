@@ -1,0 +1,112 @@
+"""RNG state capture/restore (python, numpy, torch CPU and CUDA) and a Lightning callback that checkpoints it.
+
+States are plain Python values and tensors, never numpy arrays, so a checkpoint holding them loads with
+``torch.load(weights_only=True)`` (Lightning 2.6's default).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["RNGStateCallback", "capture_rng_state", "restore_rng_state"]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global RNG state of this process, as weights-only-loadable values."""
+    version, internal, gauss_next = random.getstate()
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {
+            "version": version,
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set every global RNG of this process to ``state`` as returned by :func:`capture_rng_state`."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss_next"]))
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((numpy["kind"], keys, numpy["position"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        if not torch.cuda.is_available() or torch.cuda.device_count() != len(state["cuda"]):
+            raise RuntimeError(
+                f"the RNG state holds {len(state['cuda'])} CUDA generator(s) but this process sees "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA device(s); "
+                "resume on the same number of visible devices"
+            )
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGStateCallback(pl.Callback):
+    """Checkpoints the training RNG stream and continues it exactly where an uninterrupted run would.
+
+    The training stream is the RNG state at the end of each training batch, carried to the start of the next one.
+    Anything that draws random numbers between two training batches (a validation loop, a new DataLoader iterator,
+    which draws its base seed from the torch RNG) therefore cannot shift training randomness, in an uninterrupted
+    run or a resumed one. Checkpoints hold the stream of every data-parallel rank; a resumed run restores its
+    rank's state at its first training batch, after its loaders exist.
+    """
+
+    def __init__(self) -> None:
+        self._carried: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        """One entry per trainer: the class name is enough."""
+        return type(self).__name__
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """Continue the training stream from the previous training batch (or from the checkpoint)."""
+        if self._carried is not None:
+            restore_rng_state(self._carried)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """Remember where the training stream stands after this batch."""
+        self._carried = capture_rng_state()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream of every rank (collective under torch.distributed: every rank must call it)."""
+        mine = self._carried if self._carried is not None else capture_rng_state()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(states, mine)
+            return {"per_rank": states}
+        return {"per_rank": [mine]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take this rank's saved stream; it is applied at the first training batch of the resumed run."""
+        states = state_dict["per_rank"]
+        rank, world_size = 0, 1
+        if dist.is_available() and dist.is_initialized():
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        if len(states) != world_size:
+            raise RuntimeError(
+                f"{type(self).__name__}: the checkpoint holds RNG streams of {len(states)} rank(s) but this run has "
+                f"{world_size}; per-rank random streams cannot continue on a different world size. Resume on "
+                f"{len(states)} rank(s), or drop {type(self).__name__} to accept new randomness after resume"
+            )
+        self._carried = states[rank]

@@ -1,0 +1,1 @@
+"""The conformance mixins; adopters import them from :mod:`conformance`."""

@@ -1,0 +1,98 @@
+"""Compare one recorded stream along the interrupted-then-resumed runs with the same stream of an uninterrupted run.
+
+The *trajectory* is every record of the interrupted run followed by every record of the resumed run. It must
+have exactly the uninterrupted run's keys (a record may be missing only where ``may_be_lost`` allows it, e.g. a
+validation that the interruption pre-empted), no key twice, and equal values within tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.compare import ComparisonResult, LeafStat, compare
+from conformance.records import Key, RecordStore
+
+__all__ = ["StreamComparison", "compare_stream", "describe_key"]
+
+BEFORE = "before the interruption"
+AFTER = "after the resume"
+
+_KEY_FIELDS = {1: ("global step",), 2: ("global step", "micro-batch"), 3: ("global step", "dataloader", "batch")}
+
+
+def describe_key(key: Key) -> str:
+    """A record key in words, e.g. ``global step 5, micro-batch 1``."""
+    names = _KEY_FIELDS.get(len(key), tuple(f"key[{i}]" for i in range(len(key))))
+    return ", ".join(f"{name} {value}" for name, value in zip(names, key))
+
+
+@dataclass
+class StreamComparison:
+    """The outcome of :func:`compare_stream`: structural problems, diverging records, the worst leaf seen."""
+
+    stream: str
+    compared: int = 0
+    missing: list[Key] = field(default_factory=list)
+    extra: list[Key] = field(default_factory=list)
+    repeated: list[Key] = field(default_factory=list)
+    diverging: list[tuple[Key, str, ComparisonResult]] = field(default_factory=list)
+    worst: LeafStat | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the trajectory matches the uninterrupted run record for record."""
+        return not (self.missing or self.extra or self.repeated or self.diverging)
+
+    def failure_message(self, check: str, limit: int = 10) -> str:
+        """Where the runs first diverge, what differs there and by how much, and how many other records differ."""
+        lines = [f"{check}: the resumed run does not match the uninterrupted run in stream '{self.stream}'"]
+        if self.repeated:
+            lines.append(f"  the resumed run recorded {_keys(self.repeated)} again although the interrupted run had "
+                         "already recorded it: the resume restarted from an earlier point")
+        if self.missing:
+            lines.append(f"  missing from the interrupted+resumed runs: {_keys(self.missing)}")
+        if self.extra:
+            lines.append(f"  not in the uninterrupted run: {_keys(self.extra)}")
+        if self.diverging:
+            key, segment, result = self.diverging[0]
+            lines.append(f"  first divergence at {describe_key(key)} ({segment}); "
+                         f"{len(self.diverging)} of {self.compared} compared records differ")
+            if segment == BEFORE:
+                lines.append("  the runs differ before any interruption: the recipe is not deterministic under "
+                             "identical seeding, so resume cannot be judged (seed everything, avoid "
+                             "nondeterministic kernels, or widen this check's tolerance)")
+            lines.extend("    " + line for line in result.format(limit).splitlines())
+        return "\n".join(lines)
+
+
+def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStore, resumed: RecordStore, *,
+                   options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False,
+                   value: Callable[[Any], Any] = lambda record: record) -> StreamComparison:
+    """Compare ``stream`` record by record; ``value`` picks what to compare out of each record."""
+    outcome = StreamComparison(stream)
+    trajectory: dict[Key, tuple[RecordStore, str]] = {key: (interrupted, BEFORE) for key in interrupted.keys(stream)}
+    for key in resumed.keys(stream):
+        if key in trajectory:
+            outcome.repeated.append(key)
+        trajectory[key] = (resumed, AFTER)
+    expected_keys = continuous.keys(stream)
+    outcome.missing = [key for key in expected_keys if key not in trajectory and not may_be_lost(key)]
+    outcome.extra = sorted(set(trajectory) - set(expected_keys))
+    for key in expected_keys:
+        if key not in trajectory:
+            continue
+        store, segment = trajectory[key]
+        result = compare(value(store.read(stream, key)), value(continuous.read(stream, key)), **options)
+        outcome.compared += 1
+        if result.worst is not None and (outcome.worst is None or result.worst.usage > outcome.worst.usage):
+            outcome.worst = result.worst
+        if not result.ok:
+            outcome.diverging.append((key, segment, result))
+    return outcome
+
+
+def _keys(keys: list[Key], limit: int = 5) -> str:
+    shown = "; ".join(describe_key(key) for key in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -1,0 +1,218 @@
+"""Deliberately broken variants of the reference recipes: each one a small, realistic resume bug.
+
+Every :class:`Mutant` says which checks it must make fail (``kills``, each with a phrase the failure message must
+contain: the right reason, not just any failure) and which other checks may fail as a consequence. The kit's
+tests assert both; ``python -m reference_models.mutants`` prints the kill table.
+"""
+
+from __future__ import annotations
+
+import sys
+import unittest
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from conformance import StopAndGoConformance
+from conformance.report import run_classes
+from reference_models.data import SyntheticDataModule
+from reference_models.gpt import TinyGPT
+from reference_models.recipes import GPTRecipe
+
+# --- broken building blocks -----------------------------------------------------------------------------------
+
+
+class ForgetfulLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+    """A custom scheduler whose ``load_state_dict`` restores nothing: the schedule restarts at warmup."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+class GPTWithForgetfulScheduler(TinyGPT):
+    """Its LR scheduler ignores the checkpoint."""
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = ForgetfulLambdaLR(optimizer, self.schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class GPTStrippingOptimizerState(TinyGPT):
+    """Drops the AdamW moments from checkpoints "to keep them small": the resumed optimizer starts cold."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for optimizer_state in checkpoint["optimizer_states"]:
+            optimizer_state["state"] = {}
+
+
+class GPTStrippingLoopState(TinyGPT):
+    """Exports "portable" checkpoints without the trainer's loop state: the resumed run restarts at step 0."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint.pop("loops")
+
+
+class DataModuleIgnoringState(SyntheticDataModule):
+    """``load_state_dict`` is a no-op: the resumed run starts again from sample 0."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+class DataModuleWithoutInitGlobalStep(SyntheticDataModule):
+    """Counts consumed samples from the global step since 0, not since the loader was built: double counting."""
+
+    @property
+    def consumed_samples(self) -> int:
+        if self._loaded_consumed_samples is not None:
+            return self._loaded_consumed_samples
+        if self._loader_global_step is None:
+            return 0
+        return self._loader_consumed_samples + self._trainer_global_step() * self.global_batch_size
+
+
+class DataModuleShiftingValidation(SyntheticDataModule):
+    """Validation starts at the training offset (consumed samples), so it moves after a resume."""
+
+    def __init__(self) -> None:
+        super().__init__(num_val=12)
+
+    def val_dataloader(self) -> DataLoader:
+        offset = self.consumed_samples % len(self.val_set)
+        order = [(offset + index) % len(self.val_set) for index in range(len(self.val_set))]
+        return DataLoader(Subset(self.val_set, order), batch_size=self.micro_batch_size)
+
+
+class NumpyRNGCallback(pl.Callback):
+    """Saves numpy's RNG state as an ndarray: the checkpoint no longer loads with weights_only=True."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"numpy": np.random.get_state()[1]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+# --- the catalogue --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A broken recipe and what the kit must say about it."""
+
+    name: str
+    bug: str
+    recipe: type
+    kills: dict[str, str]
+    may_also_fail: frozenset[str] = frozenset()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def conformance_class(self) -> type[unittest.TestCase]:
+        """A fresh StopAndGoConformance test class over this mutant's recipe."""
+        attributes = {"__module__": __name__, "__qualname__": f"Mutant_{self.name}", **self.settings}
+        return type(f"Mutant_{self.name}", (self.recipe, StopAndGoConformance, unittest.TestCase), attributes)
+
+
+def _recipe(name: str, **hooks: Any) -> type:
+    """A GPTRecipe subclass with some hooks or classes replaced."""
+    wrapped = {key: classmethod(value) if callable(value) and not isinstance(value, type) else value
+               for key, value in hooks.items()}
+    return type(name, (GPTRecipe,), wrapped)
+
+
+_WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
+                            "test_valid_loss", "test_final_weights"})
+
+STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "rng_not_restored", "no RNG-state callback: dropout after the resume draws different masks",
+        _recipe("NoRNGRecipe", make_callbacks=lambda cls: []),
+        kills={"test_rng_state": "first divergence at global step 4, micro-batch 0 (after the resume)",
+               "test_train_outputs": "after the resume", "test_train_loss": "after the resume",
+               "test_final_weights": "ends with different weights"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "lr_scheduler_not_restored", "the LR scheduler's load_state_dict restores nothing",
+        _recipe("ForgetfulSchedulerRecipe", model_class=GPTWithForgetfulScheduler),
+        kills={"test_lr_scheduler_state": "first divergence at global step 5",
+               "test_learning_rate": "first divergence at global step 6"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "datamodule_restarts_from_zero", "the data module ignores its saved state and replays from sample 0",
+        _recipe("RestartingDataRecipe", datamodule_class=DataModuleIgnoringState),
+        kills={"test_initial_consumed_samples": "replays data", "test_train_inputs": "after the resume",
+               "test_consumed_samples": "first divergence at global step 5"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "optimizer_state_lost", "checkpoints drop the AdamW moments",
+        _recipe("ColdOptimizerRecipe", model_class=GPTStrippingOptimizerState),
+        kills={"test_optimizer_state": "first divergence at global step 5",
+               "test_checkpoint_contents": "'optimizer_states' differs"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "init_global_step_forgotten", "consumed samples counted from global step 0 after a resume",
+        _recipe("DoubleCountingRecipe", datamodule_class=DataModuleWithoutInitGlobalStep),
+        kills={"test_consumed_samples": "first divergence at global step 5",
+               "test_initial_consumed_samples": "skips data"},
+    ),
+    Mutant(
+        "validation_shifts_after_resume", "validation starts at the training offset",
+        _recipe("ShiftingValidationRecipe", datamodule_class=DataModuleShiftingValidation),
+        kills={"test_valid_inputs": "after the resume", "test_valid_outputs": "after the resume",
+               "test_valid_loss": "after the resume"},
+    ),
+    Mutant(
+        "loop_state_dropped", "checkpoints without loop state: the resumed run restarts at global step 0",
+        _recipe("NoLoopStateRecipe", model_class=GPTStrippingLoopState),
+        kills={"test_global_step": "recorded global step 1", "test_checkpoint_contents": "'loops' is missing"},
+        may_also_fail=_WEIGHTS_DRIFT | {"test_learning_rate", "test_lr_scheduler_state", "test_consumed_samples",
+                                        "test_initial_consumed_samples", "test_rng_state", "test_train_inputs",
+                                        "test_valid_inputs", "test_runs_trained"},
+    ),
+    Mutant(
+        "numpy_rng_in_checkpoint", "a callback stores numpy's RNG state as an ndarray",
+        _recipe("NumpyStateRecipe", make_callbacks=lambda cls: [*GPTRecipe.make_callbacks(), NumpyRNGCallback()]),
+        kills={"test_checkpoint_contents": "cannot be loaded with torch.load(weights_only=True)"},
+        # Lightning >= 2.6 itself loads checkpoints with weights_only=True, so there the resumed run fails too.
+        may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_checkpoint_contents"},
+    ),
+    Mutant(
+        "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
+        _recipe("UntrainedRecipe", trainer_kwargs=lambda cls: {**GPTRecipe.trainer_kwargs(), "limit_train_batches": 0}),
+        kills={"test_runs_trained": "the continuous run recorded no optimizer step"},
+        may_also_fail=frozenset(StopAndGoConformance.check_names()),
+    ),
+)
+
+
+def kill_table(mutants: tuple[Mutant, ...] = STOP_AND_GO_MUTANTS) -> str:
+    """Run every mutant and tabulate which intended checks failed; ends with the kill rate."""
+    lines, killed = [], 0
+    for mutant in mutants:
+        report = run_classes([mutant.conformance_class()])
+        statuses = report.statuses()
+        failed = {check for check, status in statuses.items() if status == "failed"}
+        hit = set(mutant.kills) <= failed
+        killed += hit
+        lines.append(f"{'killed' if hit else 'SURVIVED':<9} {mutant.name:<32} intended: {', '.join(mutant.kills)}; "
+                     f"all failing: {len(failed)}")
+    lines.append(f"kill rate: {killed}/{len(mutants)}")
+    covered = {check for mutant in mutants for check in mutant.kills}
+    uncovered = sorted(set(StopAndGoConformance.check_names()) - covered)
+    lines.append(f"checks with an intended mutant: {len(covered)}/{len(StopAndGoConformance.check_names())}"
+                 + (f"; without: {', '.join(uncovered)}" if uncovered else ""))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(kill_table())
+    sys.exit(0)
