@@ -178,7 +178,7 @@ def ours(actual: dict, expected: dict, expect_failure: bool, reported: list[int]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--elements", type=int, default=50_000_000, help="float32 elements in the state (default 50M)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case and tool, best kept (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case and tool, best kept (default 5)")
     args = parser.parse_args()
 
     expected = adamw_state(args.elements)

@@ -105,9 +105,9 @@ _NUMPY_SCALAR_TYPES = frozenset(
     + ("float16", "float32", "float64", "complex64", "complex128")
 )
 
-# Elements per block in the floating-point kernel: the three work buffers stay
-# cache-resident, so every pass after the first read costs little.
-_BLOCK = 1 << 18
+# Elements per block in the floating-point kernel: its (3, block) work buffer
+# stays cache-resident, so every pass after the first read of the inputs is cheap.
+_BLOCK = 1 << 17
 
 
 def _validated_tolerance(name: str, value: object) -> float:
@@ -133,7 +133,7 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Difference:
-    """One difference found at ``path``; the numeric fields are set only for ``"value"`` differences of numeric leaves."""
+    """One difference at ``path``; statistics are set for numeric ``"value"`` differences, values for any ``"value"``."""
 
     path: str
     kind: str
@@ -178,7 +178,11 @@ class LeafStat:
 
 @dataclass(frozen=True)
 class ComparisonResult:
-    """The outcome of :func:`compare`: the kept differences in traversal order, their total count and leaf statistics."""
+    """The outcome of :func:`compare`: kept differences in traversal order, their total, and leaf-pair statistics.
+
+    ``leaves_compared`` counts the leaf pairs whose values were compared (not those stopped by a type or shape
+    difference); ``worst`` is the floating-point leaf with the largest usage, the first one on ties.
+    """
 
     differences: tuple[Difference, ...]
     total_differences: int
@@ -202,7 +206,7 @@ class ComparisonResult:
             plural = "" if count == 1 else "s"
             lines = [f"{count} difference{plural} in {self.leaves_compared} compared leaves."]
         if self.worst is not None:
-            lines.append(f"Closest to its tolerance: {self.worst}")
+            lines.append(f"Worst leaf: {self.worst}")
         lines.extend(f"  {difference}" for difference in shown)
         if count > len(shown):
             lines.append(f"... and {count - len(shown)} more differences")
@@ -296,7 +300,7 @@ def _as_tensor(value: Any) -> torch.Tensor:
             tensor = torch.from_numpy(array)
     if tensor.layout != torch.strided:
         tensor = tensor.to_dense()
-    return tensor.cpu()
+    return tensor if tensor.device.type == "cpu" else tensor.cpu()
 
 
 def _promote(first: torch.dtype, second: torch.dtype) -> torch.dtype:
@@ -341,44 +345,47 @@ class _Stats:
         self.mismatched += block.mismatched
 
 
-def _mask_matches(actual: torch.Tensor, expected: torch.Tensor, diff: torch.Tensor, equal_nan: bool) -> torch.Tensor:
-    """Zero ``diff`` where the values are equal (same infinities, NaN pairs if allowed); return the non-finite mismatches."""
+def _fix_nonfinite(actual: torch.Tensor, expected: torch.Tensor, equal_nan: bool, work: torch.Tensor) -> None:
+    """Apply the NaN/infinity rules to the rows (abs diff, rel diff, usage) of a block that has non-finite values."""
+    diff, relative, usage = work.unbind()
     matched = actual == expected
     if equal_nan:
         matched |= actual.isnan() & expected.isnan()
+    mismatched = ~(matched | (actual.isfinite() & expected.isfinite()))
     diff.masked_fill_(matched, 0.0)
-    return ~(matched | (actual.isfinite() & expected.isfinite()))
+    relative[mismatched] = diff[mismatched]  # inf, or NaN when a NaN is involved
+    usage.masked_fill_(mismatched, math.inf)
 
 
 def _block_stats(
-    actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, equal_nan: bool, buffers: list[torch.Tensor]
+    actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, equal_nan: bool, work: torch.Tensor
 ) -> _Stats:
-    """Statistics of one 1-D block already in its compute dtype, computed in the preallocated ``buffers``."""
-    diff, scale, ratio = (buffer[: actual.numel()] for buffer in buffers)
+    """Statistics of one 1-D block in its compute dtype; ``work`` is a (3, block) buffer of the real dtype."""
+    if work.shape[1] != actual.numel():
+        work = work[:, : actual.numel()]
+    diff, relative, usage = work.unbind()
     if actual.is_complex():
         torch.abs(actual - expected, out=diff)
     else:
         torch.sub(actual, expected, out=diff).abs_()
-    torch.abs(expected, out=scale)
-    max_abs_diff = diff.max().item()
-    nonfinite = None
+    torch.abs(expected, out=relative)
+    torch.mul(relative, tolerance.rtol, out=usage).add_(tolerance.atol)
+    # Divide |a - e| by |e| and by the allowed error in one call; 0/0 becomes 0, x/0 stays inf.
+    ratios = work[1:]
+    torch.div(work[:1], ratios, out=ratios).nan_to_num_(nan=0.0, posinf=math.inf)
+    max_abs_diff, max_rel_diff, max_usage = work.amax(dim=1).tolist()
     if not math.isfinite(max_abs_diff):
-        nonfinite = _mask_matches(actual, expected, diff, equal_nan)
-        max_abs_diff = diff.max().item()
-
-    torch.div(diff, scale, out=ratio).nan_to_num_(nan=0.0, posinf=math.inf)
-    if nonfinite is not None:
-        ratio[nonfinite] = diff[nonfinite]
-    max_rel_diff = ratio.max().item()
-
-    allowed = scale.mul_(tolerance.rtol).add_(tolerance.atol)
-    usage = torch.div(diff, allowed, out=ratio).nan_to_num_(nan=0.0, posinf=math.inf)
-    if nonfinite is not None:
-        usage.masked_fill_(nonfinite, math.inf)
-    max_usage = usage.max().item()
+        _fix_nonfinite(actual, expected, equal_nan, work)
+        max_abs_diff, max_rel_diff, max_usage = work.amax(dim=1).tolist()
     if max_usage <= 1:
         return _Stats(max_usage, max_abs_diff, max_rel_diff)
     return _Stats(max_usage, max_abs_diff, max_rel_diff, int(usage.gt(1).sum()), int(usage.argmax()))
+
+
+def _block(flat: torch.Tensor, start: int, dtype: torch.dtype) -> torch.Tensor:
+    """The block of ``flat`` starting at ``start``, converted to ``dtype`` (no-ops skipped: small leaves are common)."""
+    block = flat if flat.numel() <= _BLOCK else flat[start : start + _BLOCK]
+    return block if block.dtype == dtype else block.to(dtype)
 
 
 def _inexact_stats(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, equal_nan: bool) -> _Stats:
@@ -386,14 +393,11 @@ def _inexact_stats(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tole
     compute = _compute_dtype(_promote(actual.dtype, expected.dtype))
     actual, expected = actual.reshape(-1), expected.reshape(-1)
     count = actual.numel()
-    buffers = [torch.empty(min(count, _BLOCK), dtype=compute.to_real()) for _ in range(3)]
+    work = torch.empty((3, min(count, _BLOCK)), dtype=compute.to_real())
     stats = _Stats()
     for start in range(0, count, _BLOCK):
-        stop = start + _BLOCK
-        block = _block_stats(
-            actual[start:stop].to(compute), expected[start:stop].to(compute), tolerance, equal_nan, buffers
-        )
-        stats.merge(block, start)
+        block_actual, block_expected = _block(actual, start, compute), _block(expected, start, compute)
+        stats.merge(_block_stats(block_actual, block_expected, tolerance, equal_nan, work), start)
     return stats
 
 
@@ -403,6 +407,7 @@ def _exact_stats(actual: torch.Tensor, expected: torch.Tensor) -> _Stats:
     diff = (actual.double() - expected.double()).abs_()
     relative = diff.div(expected.double().abs()).nan_to_num_(nan=0.0, posinf=math.inf)
     first = int(mismatches.to(torch.uint8).argmax())
+    # Exact leaves allow no error, so any mismatch uses an infinite share of the tolerance.
     return _Stats(math.inf, diff.max().item(), relative.max().item(), int(mismatches.sum()), first)
 
 
@@ -432,6 +437,7 @@ class _Comparator:
         self.total_differences = 0
         self.leaves_compared = 0
         self.worst: LeafStat | None = None
+        self.dtype_tolerances: dict[tuple[torch.dtype, ...], Tolerance] = {}
         self.handlers: dict[str, Callable[[str, Any, Any], list[tuple[str, Any, Any]]]] = {
             "array": self._compare_arrays,
             "number": self._compare_numbers,
@@ -451,7 +457,7 @@ class _Comparator:
                 self._type_difference(path, actual_item, expected_item)
                 continue
             children = self.handlers[family](path, actual_item, expected_item)
-            stack.extend(children)
+            stack.extend(reversed(children))
         return ComparisonResult(tuple(self.differences), self.total_differences, self.leaves_compared, self.worst)
 
     def _report(self, difference: Difference) -> None:
@@ -603,10 +609,12 @@ class _Comparator:
         for pattern, tolerance in self.path_tolerances:
             if pattern.fullmatch(path):
                 return tolerance
-        defaults = [_DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0)) for dtype in dtypes]
-        atol = self.atol if self.atol is not None else max(default[0] for default in defaults)
-        rtol = self.rtol if self.rtol is not None else max(default[1] for default in defaults)
-        return Tolerance(atol, rtol)
+        if dtypes not in self.dtype_tolerances:
+            defaults = [_DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0)) for dtype in dtypes]
+            atol = self.atol if self.atol is not None else max(default[0] for default in defaults)
+            rtol = self.rtol if self.rtol is not None else max(default[1] for default in defaults)
+            self.dtype_tolerances[dtypes] = Tolerance(atol, rtol)
+        return self.dtype_tolerances[dtypes]
 
 
 # ----------------------------------------------------------------------------

@@ -83,6 +83,13 @@ class Report:
                 elif outcome.status in _BAD:
                     detail = outcome.message.splitlines()[0] if outcome.message else detail
                 lines.append(f"  {_MARKS[outcome.status]:<6} {outcome.check:<32} {detail}")
+        failures = [o for o in self.outcomes if o.status in _BAD]
+        if failures:
+            lines.append("")
+            lines.append("Details of what failed:")
+            for outcome in failures:
+                lines.append(f"--- {outcome.suite}.{outcome.check} ({outcome.status})")
+                lines.extend("  " + line for line in outcome.message.splitlines())
         counts = {status: sum(o.status == status for o in self.outcomes) for status in _MARKS}
         lines.append(", ".join(f"{count} {status}" for status, count in counts.items() if count) or "no checks ran")
         return "\n".join(lines)

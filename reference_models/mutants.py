@@ -7,6 +7,7 @@ tests assert both; ``python -m reference_models.mutants`` prints the kill table.
 
 from __future__ import annotations
 
+import os
 import sys
 import unittest
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from conformance import StopAndGoConformance
-from conformance.report import run_classes
+from conformance.report import Report, run_classes
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
 from reference_models.recipes import GPTRecipe
@@ -88,6 +89,12 @@ class DataModuleShiftingValidation(SyntheticDataModule):
         return DataLoader(Subset(self.val_set, order), batch_size=self.micro_batch_size)
 
 
+def _unseeded_gpt(cls: type) -> TinyGPT:
+    """Builds the model after reseeding from the OS, as code that seeds with the wall clock does."""
+    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    return TinyGPT()
+
+
 class NumpyRNGCallback(pl.Callback):
     """Saves numpy's RNG state as an ndarray: the checkpoint no longer loads with weights_only=True."""
 
@@ -111,6 +118,25 @@ class Mutant:
     kills: dict[str, str]
     may_also_fail: frozenset[str] = frozenset()
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def problems(self, report: Report) -> list[str]:
+        """Why ``report`` (of :meth:`conformance_class`) is not the intended kill; empty when it is."""
+        statuses = report.statuses()
+        problems = []
+        for check, phrase in self.kills.items():
+            outcome = report.outcome(f"Mutant_{self.name}", check)
+            if outcome.status != "failed":
+                problems.append(f"{check} should fail but is {outcome.status}")
+            elif phrase not in outcome.message:
+                problems.append(f"{check} failed without saying {phrase!r}: {outcome.message[:300]}")
+        failed = {check for check, status in statuses.items() if status == "failed"}
+        unexplained = sorted(failed - set(self.kills) - self.may_also_fail)
+        if unexplained:
+            problems.append(f"checks this bug should not touch failed too: {', '.join(unexplained)}")
+        broken = sorted(check for check, status in statuses.items() if status not in ("passed", "failed"))
+        if broken:
+            problems.append(f"checks neither passed nor failed: {', '.join(broken)}")
+        return problems
 
     def conformance_class(self) -> type[unittest.TestCase]:
         """A fresh StopAndGoConformance test class over this mutant's recipe."""
@@ -186,6 +212,12 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
         may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_checkpoint_contents"},
     ),
     Mutant(
+        "nondeterministic_recipe", "the model is initialised from an OS-seeded RNG: no two runs agree",
+        _recipe("UnseededRecipe", make_model=_unseeded_gpt),
+        kills={"test_train_loss": "the recipe is not deterministic under identical seeding"},
+        may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_train_loss"},
+    ),
+    Mutant(
         "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
         _recipe("UntrainedRecipe", trainer_kwargs=lambda cls: {**GPTRecipe.trainer_kwargs(), "limit_train_batches": 0}),
         kills={"test_runs_trained": "the continuous run recorded no optimizer step"},
@@ -199,12 +231,12 @@ def kill_table(mutants: tuple[Mutant, ...] = STOP_AND_GO_MUTANTS) -> str:
     lines, killed = [], 0
     for mutant in mutants:
         report = run_classes([mutant.conformance_class()])
-        statuses = report.statuses()
-        failed = {check for check, status in statuses.items() if status == "failed"}
-        hit = set(mutant.kills) <= failed
-        killed += hit
-        lines.append(f"{'killed' if hit else 'SURVIVED':<9} {mutant.name:<32} intended: {', '.join(mutant.kills)}; "
-                     f"all failing: {len(failed)}")
+        problems = mutant.problems(report)
+        killed += not problems
+        failing = sum(status == "failed" for status in report.statuses().values())
+        lines.append(f"{'killed' if not problems else 'SURVIVED':<9} {mutant.name:<32} "
+                     f"intended: {', '.join(mutant.kills)}; failing in all: {failing}")
+        lines.extend(f"          {problem}" for problem in problems)
     lines.append(f"kill rate: {killed}/{len(mutants)}")
     covered = {check for mutant in mutants for check in mutant.kills}
     uncovered = sorted(set(StopAndGoConformance.check_names()) - covered)
@@ -214,5 +246,6 @@ def kill_table(mutants: tuple[Mutant, ...] = STOP_AND_GO_MUTANTS) -> str:
 
 
 if __name__ == "__main__":
-    print(kill_table())
-    sys.exit(0)
+    table = kill_table()
+    print(table)
+    sys.exit(0 if "SURVIVED" not in table else 1)

@@ -90,7 +90,9 @@ class StructureTest(unittest.TestCase):
     def test_common_keys_are_compared_in_expected_order(self):
         actual = {"a": 1, "b": 1, "c": 1}
         expected = {"c": 2, "a": 2, "b": 2}
-        self.assertEqual([path for path, _ in kinds(compare(actual, expected))], ["root['c']", "root['a']", "root['b']"])
+        self.assertEqual(
+            [path for path, _ in kinds(compare(actual, expected))], ["root['c']", "root['a']", "root['b']"]
+        )
 
     def test_mapping_types_are_interchangeable(self):
         self.assertTrue(compare(OrderedDict(a=1, b=2), {"b": 2, "a": 1}).ok)
@@ -207,14 +209,14 @@ class StructureTest(unittest.TestCase):
 
 class FloatLeafTest(unittest.TestCase):
     # dtype, default (atol, rtol), expected, inside-tolerance actual, outside-tolerance actual
-    CASES = [
+    CASES = (
         (torch.float16, (1e-5, 1e-3), 1.0, 1 - 2**-11, 1 + 2**-9),
         (torch.bfloat16, (1e-5, 1.6e-2), 1.0, 1 + 2**-7, 1 + 2**-5),
         (torch.float32, (1e-5, 1.3e-6), 1.0, 1 + 8e-6, 1 + 1.5e-5),
         (torch.float64, (1e-7, 1e-7), 1.0, 1 + 1.5e-7, 1 + 2.5e-7),
         (torch.complex64, (1e-5, 1.3e-6), 1 + 1j, 1 + (1 + 8e-6) * 1j, 1 + (1 + 1.5e-5) * 1j),
         (torch.complex128, (1e-7, 1e-7), 1 + 1j, 1 + (1 + 1.5e-7) * 1j, 1 + (1 + 2.5e-7) * 1j),
-    ]
+    )
 
     def test_default_tolerances_just_inside_and_just_outside(self):
         for dtype, (atol, rtol), expected, inside, outside in self.CASES:
@@ -288,7 +290,12 @@ class FloatLeafTest(unittest.TestCase):
         self.assertAlmostEqual(difference.max_abs_diff, 2e-3)
 
     def test_difference_equal_to_the_allowed_error_passes(self):
-        result = compare(torch.tensor([1.5, 3.0], dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64), atol=0.0, rtol=0.5)
+        result = compare(
+            torch.tensor([1.5, 3.0], dtype=torch.float64),
+            torch.tensor([1.0, 2.0], dtype=torch.float64),
+            atol=0.0,
+            rtol=0.5,
+        )
         self.assertTrue(result.ok)
         self.assertEqual(result.worst.usage, 1.0)
         self.assertFalse(compare(1.5 + 1e-12, 1.0, atol=0.0, rtol=0.5).ok)

@@ -118,10 +118,13 @@ class ProgressPrinter(pl.Callback):
     def __init__(self, label: str, max_steps: int) -> None:
         self.label = label
         self.max_steps = max_steps
+        self._shown = -1
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        print(f"\r  {self.label}: step {trainer.global_step}/{self.max_steps}", end="", file=sys.stderr, flush=True)
+        if trainer.global_step != self._shown:
+            self._shown = trainer.global_step
+            print(f"\r  {self.label}: step {self._shown}/{self.max_steps}", end="", file=sys.stderr, flush=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         print(file=sys.stderr, flush=True)
@@ -167,6 +170,8 @@ def _quiet_lightning() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            # Lightning 2.6 on torch 2.13 warns about its own pytree use on every fit; nothing a recipe can fix.
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             yield
     finally:
         logger.setLevel(level)

@@ -47,7 +47,7 @@ class StreamComparison:
 
     def failure_message(self, check: str, limit: int = 10) -> str:
         """Where the runs first diverge, what differs there and by how much, and how many other records differ."""
-        lines = [f"{check}: the resumed run does not match the uninterrupted run in stream '{self.stream}'"]
+        lines = [f"{check}: {self._headline()}"]
         if self.repeated:
             lines.append(f"  the resumed run recorded {_keys(self.repeated)} again although the interrupted run had "
                          "already recorded it: the resume restarted from an earlier point")
@@ -57,14 +57,21 @@ class StreamComparison:
             lines.append(f"  not in the uninterrupted run: {_keys(self.extra)}")
         if self.diverging:
             key, segment, result = self.diverging[0]
-            lines.append(f"  first divergence at {describe_key(key)} ({segment}); "
-                         f"{len(self.diverging)} of {self.compared} compared records differ")
             if segment == BEFORE:
                 lines.append("  the runs differ before any interruption: the recipe is not deterministic under "
                              "identical seeding, so resume cannot be judged (seed everything, avoid "
                              "nondeterministic kernels, or widen this check's tolerance)")
             lines.extend("    " + line for line in result.format(limit).splitlines())
         return "\n".join(lines)
+
+
+    def _headline(self) -> str:
+        if self.diverging:
+            key, segment, result = self.diverging[0]
+            first = result.differences[0] if result.differences else None
+            return (f"first divergence at {describe_key(key)} ({segment}); {len(self.diverging)} of {self.compared} "
+                    f"compared records of '{self.stream}' differ" + (f"; {first}" if first else ""))
+        return f"the interrupted+resumed runs do not record the same '{self.stream}' records as the uninterrupted run"
 
 
 def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStore, resumed: RecordStore, *,

@@ -1,0 +1,63 @@
+"""``python -m conformance certify``: progress, report table, JSON and JUnit files, exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+from xml.etree import ElementTree
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def certify(*args: str) -> tuple[subprocess.CompletedProcess, Path, tempfile.TemporaryDirectory]:
+    folder = tempfile.TemporaryDirectory()
+    output = Path(folder.name) / "report"
+    process = subprocess.run([sys.executable, "-m", "conformance", "certify", *args, "--output", str(output)],
+                             capture_output=True, text=True, cwd=ROOT, check=False)
+    return process, output, folder
+
+
+class TestCertifyCommand(unittest.TestCase):
+    def test_reference_recipe_passes_and_writes_reports(self) -> None:
+        process, output, folder = certify("-k", "TinyBERT")
+        with folder:
+            self.assertEqual(process.returncode, 0, process.stdout + process.stderr)
+            self.assertIn("resumed: step 7/7", process.stderr, "progress is shown while training")
+            self.assertIn("test_final_weights", process.stdout)
+            self.assertIn("16 passed", process.stdout)
+            report = json.loads((output / "report.json").read_text())
+            self.assertTrue(report["ok"])
+            self.assertEqual(len(report["checks"]), 16)
+            suites = ElementTree.parse(output / "report.xml").getroot()
+            self.assertEqual(suites.find("testsuite").get("tests"), "16")
+            self.assertEqual(suites.find("testsuite").get("failures"), "0")
+
+    def test_failing_recipe_exits_non_zero_and_says_where(self) -> None:
+        process, output, folder = certify("tests.failing_recipes")
+        with folder:
+            self.assertEqual(process.returncode, 1)
+            self.assertIn("FAIL   test_rng_state", process.stdout)
+            self.assertIn("first divergence at global step 4, micro-batch 0", process.stdout + process.stderr)
+            suites = ElementTree.parse(output / "report.xml").getroot()
+            failures = [case.get("name") for case in suites.iter("testcase") if case.find("failure") is not None]
+            self.assertIn("test_rng_state", failures)
+
+    def test_nothing_to_run_is_an_error(self) -> None:
+        process, _, folder = certify("-k", "NoSuchClass")
+        with folder:
+            self.assertEqual(process.returncode, 2)
+            self.assertIn("no conformance classes found", process.stderr)
+
+    def test_unimportable_module_is_named(self) -> None:
+        process, _, folder = certify("no_such_module_here")
+        with folder:
+            self.assertEqual(process.returncode, 2)
+            self.assertIn("cannot import 'no_such_module_here'", process.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,149 @@
+"""The consumed-samples batch sampler and the ResumableDataModule bookkeeping."""
+
+from __future__ import annotations
+
+import unittest
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import torch
+
+from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
+from reference_models.data import SyntheticDataModule, SyntheticTokens
+
+
+def flatten(batches) -> list[int]:
+    return [index for batch in batches for index in batch]
+
+
+class TestConsumedSamplesBatchSampler(unittest.TestCase):
+    def sampler(self, **overrides) -> ConsumedSamplesBatchSampler:
+        settings = {"total_samples": 20, "consumed_samples": 0, "micro_batch_size": 2, "global_batch_size": 4}
+        return ConsumedSamplesBatchSampler(**{**settings, **overrides})
+
+    def test_sequential_epoch_drops_the_partial_global_batch(self) -> None:
+        sampler = self.sampler(total_samples=22)
+        self.assertEqual(list(sampler), [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13], [14, 15],
+                                         [16, 17], [18, 19]])
+        self.assertEqual(len(sampler), 10)
+
+    def test_resume_yields_exactly_the_rest_and_reports_the_full_epoch_length(self) -> None:
+        full = flatten(self.sampler(shuffle=True, seed=3))
+        for consumed in (0, 4, 8, 16):
+            with self.subTest(consumed=consumed):
+                resumed = self.sampler(consumed_samples=consumed, shuffle=True, seed=3)
+                self.assertEqual(flatten(resumed), full[consumed:])
+                self.assertEqual(len(resumed), 10)
+
+    def test_next_iteration_is_the_next_epoch_with_its_own_shuffle(self) -> None:
+        sampler = self.sampler(shuffle=True, seed=3)
+        first, second = flatten(sampler), flatten(sampler)
+        self.assertEqual(sorted(first), list(range(20)))
+        self.assertEqual(sorted(second), list(range(20)))
+        self.assertNotEqual(first, second)
+        self.assertEqual(flatten(self.sampler(consumed_samples=20, shuffle=True, seed=3)), second)
+
+    def test_partially_read_epoch_still_moves_on(self) -> None:
+        sampler = self.sampler()
+        iterator = iter(sampler)
+        next(iterator)
+        self.assertEqual(next(iter(sampler)), [0, 1], "a new iter() starts the next epoch (epoch 1, unshuffled)")
+
+    def test_ranks_are_disjoint_and_their_union_is_the_global_stream(self) -> None:
+        single = flatten(self.sampler(global_batch_size=8, shuffle=True))
+        ranks = [list(self.sampler(global_batch_size=8, shuffle=True, data_parallel_rank=rank,
+                                   data_parallel_size=2)) for rank in (0, 1)]
+        rebuilt = []
+        for step in range(2):  # 2 global batches of 8 = 2 micro-batches x 2 ranks x 2 samples
+            for rank in (0, 1):
+                rebuilt += flatten(ranks[rank][2 * step: 2 * step + 2])
+        self.assertEqual(rebuilt, single)
+        self.assertFalse(set(flatten(ranks[0])) & set(flatten(ranks[1])))
+
+    def test_eval_mode_keeps_the_partial_last_batch(self) -> None:
+        sampler = self.sampler(total_samples=7, drop_last=False)
+        self.assertEqual(list(sampler), [[0, 1], [2, 3], [4, 5], [6]])
+        self.assertEqual(len(sampler), 4)
+
+    def test_bad_arguments_name_the_problem(self) -> None:
+        for overrides, phrase in [
+            ({"global_batch_size": 6, "data_parallel_size": 2}, "multiple of micro_batch_size x data_parallel_size"),
+            ({"consumed_samples": 3}, "multiple of global_batch_size"),
+            ({"total_samples": 0}, "the dataset is empty"),
+            ({"total_samples": 3}, "fewer than one global batch"),
+            ({"data_parallel_rank": 2, "data_parallel_size": 2, "global_batch_size": 4}, "outside [0, 2)"),
+        ]:
+            with self.subTest(overrides=overrides), self.assertRaises(ValueError) as caught:
+                self.sampler(**overrides)
+            self.assertIn(phrase, str(caught.exception))
+
+
+class TestResumableDataModule(unittest.TestCase):
+    def attach(self, datamodule: ResumableDataModule, global_step: int) -> SimpleNamespace:
+        trainer = SimpleNamespace(global_step=global_step, strategy=SimpleNamespace())
+        datamodule.trainer = trainer
+        return trainer
+
+    def test_consumed_samples_follow_the_global_step_since_the_loader_was_built(self) -> None:
+        datamodule = SyntheticDataModule()
+        trainer = self.attach(datamodule, 0)
+        self.assertEqual(datamodule.state_dict(), {"consumed_samples": 0, "global_batch_size": 8})
+        datamodule.train_dataloader()
+        trainer.global_step = 3
+        self.assertEqual(datamodule.consumed_samples, 24)
+
+    def test_restored_state_resumes_the_loader_and_counts_from_the_restored_step(self) -> None:
+        datamodule = SyntheticDataModule()
+        trainer = self.attach(datamodule, 4)
+        datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8})
+        self.assertEqual(datamodule.consumed_samples, 32, "before the loader is built the restored value holds")
+        loader = datamodule.train_dataloader()
+        expected_next = flatten(SyntheticDataModule().train_dataloader().batch_sampler)[32:36]
+        self.assertEqual(next(iter(loader))["idx"].tolist(), expected_next)
+        trainer.global_step = 6
+        self.assertEqual(datamodule.consumed_samples, 48)
+
+    def test_repeated_resumes_stay_exact(self) -> None:
+        datamodule = SyntheticDataModule()
+        trainer = self.attach(datamodule, 2)
+        datamodule.load_state_dict({"consumed_samples": 16, "global_batch_size": 8})
+        datamodule.train_dataloader()
+        trainer.global_step = 5
+        state = datamodule.state_dict()
+        again = SyntheticDataModule()
+        self.attach(again, 5).global_step = 5
+        again.load_state_dict(state)
+        again.train_dataloader()
+        again.trainer.global_step = 7
+        self.assertEqual(again.consumed_samples, 56)
+
+    def test_validation_always_starts_at_the_first_sample(self) -> None:
+        datamodule = SyntheticDataModule()
+        self.attach(datamodule, 4)
+        datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8})
+        self.assertEqual(next(iter(datamodule.val_dataloader()))["idx"].tolist(), [0, 1, 2, 3])
+
+    def test_state_saved_with_another_global_batch_size_is_refused(self) -> None:
+        with self.assertRaises(ValueError) as caught:
+            SyntheticDataModule().load_state_dict({"consumed_samples": 32, "global_batch_size": 16})
+        self.assertIn("global_batch_size 16", str(caught.exception))
+        with self.assertRaises(ValueError):
+            SyntheticDataModule().load_state_dict({"consumed": 3})
+
+    def test_is_a_lightning_datamodule_with_stateful_checkpointing(self) -> None:
+        self.assertIsInstance(SyntheticDataModule(), pl.LightningDataModule)
+
+
+class TestSyntheticTokens(unittest.TestCase):
+    def test_samples_are_deterministic_and_never_use_the_mask_id(self) -> None:
+        first, again = SyntheticTokens(50, 16, 64, seed=1), SyntheticTokens(50, 16, 64, seed=1)
+        for index in (0, 17, 49):
+            self.assertTrue(torch.equal(first[index]["tokens"], again[index]["tokens"]))
+            self.assertLess(int(first[index]["tokens"].max()), 63)
+        self.assertFalse(torch.equal(first[0]["tokens"], SyntheticTokens(50, 16, 64, seed=2)[0]["tokens"]))
+        with self.assertRaises(IndexError):
+            first[50]
+
+
+if __name__ == "__main__":
+    unittest.main()

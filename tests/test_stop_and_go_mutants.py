@@ -1,0 +1,31 @@
+"""Every stop-and-go check fails on at least one deliberately broken recipe, for the right reason."""
+
+from __future__ import annotations
+
+import unittest
+
+from parameterized import parameterized
+
+from conformance import StopAndGoConformance
+from conformance.report import run_classes
+from reference_models.mutants import STOP_AND_GO_MUTANTS, Mutant
+
+
+def _mutant_name(function, index, params) -> str:
+    return f"{function.__name__}_{params.args[0].name}"
+
+
+class TestStopAndGoMutants(unittest.TestCase):
+    @parameterized.expand([(mutant,) for mutant in STOP_AND_GO_MUTANTS], name_func=_mutant_name)
+    def test_killed(self, mutant: Mutant) -> None:
+        report = run_classes([mutant.conformance_class()])
+        self.assertEqual(set(report.statuses()), set(StopAndGoConformance.check_names()), "every check ran once")
+        self.assertEqual(mutant.problems(report), [])
+
+    def test_every_check_has_an_intended_mutant(self) -> None:
+        covered = {check for mutant in STOP_AND_GO_MUTANTS for check in mutant.kills}
+        self.assertEqual(covered, set(StopAndGoConformance.check_names()))
+
+
+if __name__ == "__main__":
+    unittest.main()
