@@ -1,8 +1,8 @@
 """Time conformance.compare.assert_close against torch.testing.assert_close on an AdamW-like state_dict.
 
-Usage: python bench/bench_compare.py [--elements 50000000] [--repeats 3]
+Usage: python bench/bench_compare.py [--elements 50000000] [--repeats 5]
 
-Three cases are timed in the same run, best of ``--repeats``:
+Three cases are timed in the same run, best of ``--repeats`` with the two tools interleaved:
   identical   deep copies of the state
   perturbed   every float tensor scaled by (1 + 1e-7), inside the float32 tolerance
   mismatched  several tensors spread over the state carry differences beyond tolerance
@@ -135,15 +135,22 @@ class PeakMemory:
         self.peak = max(self.peak, self._rss() - self._start)
 
 
-def best_time(run: Callable[[], None], repeats: int) -> tuple[float, int]:
-    """Best wall time of ``repeats`` calls, and the peak RSS growth seen during them."""
-    times = []
-    with PeakMemory() as memory:
-        for _ in range(repeats):
+def best_times(runs: list[Callable[[], None]], repeats: int) -> list[float]:
+    """Best wall time of each run, calling the runs in turn ``repeats`` times."""
+    times = [math.inf] * len(runs)
+    for _ in range(repeats):
+        for position, run in enumerate(runs):
             start = time.perf_counter()
             run()
-            times.append(time.perf_counter() - start)
-    return min(times), memory.peak
+            times[position] = min(times[position], time.perf_counter() - start)
+    return times
+
+
+def peak_memory(run: Callable[[], None]) -> int:
+    """Peak RSS growth during one more call of ``run``, measured apart from the timings."""
+    with PeakMemory() as memory:
+        run()
+    return memory.peak
 
 
 def torch_testing(actual: dict, expected: dict, expect_failure: bool) -> Callable[[], None]:
@@ -198,14 +205,16 @@ def main() -> None:
     print("-" * len(header))
     for name, actual, failing in cases:
         reported: list[int] = []
-        reference, reference_memory = best_time(torch_testing(actual, expected, failing), args.repeats)
-        candidate, candidate_memory = best_time(ours(actual, expected, failing, reported), args.repeats)
+        runs = [torch_testing(actual, expected, failing), ours(actual, expected, failing, reported)]
+        reference, candidate = best_times(runs, args.repeats)
+        reference_memory, candidate_memory = (peak_memory(run) for run in runs)
         note = f"ours reports all {reported[0]} differences; torch.testing reports the first only" if failing else ""
         print(
             f"{name:<11} {reference:>15.3f} {candidate:>8.3f} {reference / candidate:>6.2f}"
             f" {reference_memory / 2**20:>9.0f} {candidate_memory / 2**20:>8.0f}  {note}"
         )
-    print("ratio = torch.testing time / ours (>= 1: ours at least as fast); MiB = peak RSS growth during the runs")
+    print("ratio = torch.testing time / ours (>= 1: ours at least as fast)")
+    print("MiB = peak RSS growth during one extra untimed run, sampled every 1 ms (approximate)")
 
 
 if __name__ == "__main__":

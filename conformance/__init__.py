@@ -3,7 +3,7 @@
 Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this package adds no test.
 """
 
-from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close, compare
+from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close
 from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
 from conformance.rng import RNGStateCallback, capture_rng_state, restore_rng_state
 from conformance.suites._base import ConformanceSetupError
@@ -21,6 +21,5 @@ __all__ = [
     "Tolerance",
     "assert_close",
     "capture_rng_state",
-    "compare",
     "restore_rng_state",
 ]

@@ -18,8 +18,9 @@ Structure
     Namedtuples and dataclass instances must have the same class (``"type"``
     otherwise) and are compared field by field.  Sets and frozensets are compared
     exactly as sets.  Any other pair of objects must have the same type and
-    compare equal with ``==``.  Values from different families (say a tensor and
-    a list) are a ``"type"`` difference.
+    compare equal with ``==``.  Values from different families (a tensor and a
+    list, a NumPy scalar and a Python float, a str and bytes) are a ``"type"``
+    difference.
 
 Paths
     ``root['key']`` for mapping keys (the key's ``repr``), ``root[3]`` for
@@ -29,7 +30,8 @@ Numeric leaves
     Torch tensors, NumPy arrays and NumPy scalars (0-d arrays) are compared as
     CPU tensors; a tensor may be compared with an array.  Python ``bool``,
     ``int``, ``float`` and ``complex`` are 0-d tensors of dtype ``bool``,
-    ``int64``, ``float64`` and ``complex128``.  Leaves of different shapes are a
+    ``int64``, ``float64`` and ``complex128`` (ints beyond int64 are compared
+    with ``==``).  Leaves of different shapes are a
     ``"shape"`` difference and their values are not compared.  Leaves of
     different dtypes are a ``"dtype"`` difference (unless ``check_dtype=False``)
     and their values are still compared after type promotion.
@@ -45,15 +47,21 @@ Numeric leaves
 
     Tolerances are chosen per leaf: the first ``path_tolerances`` glob pattern
     (only ``*`` and ``?`` are wildcards) that matches the whole path wins;
-    otherwise ``atol``/``rtol`` if given; otherwise the defaults of
-    ``torch.testing`` for the leaf's dtype (the larger one when the two sides
-    differ; Python floats are float64).
+    otherwise ``atol`` and ``rtol`` where given, and for one not given the
+    ``torch.testing`` default for the leaf's dtype (the larger one when the two
+    sides differ; Python floats are float64).  Tolerances never relax integer or
+    boolean leaves.
 
     NaN and infinity: with ``equal_nan=False`` a NaN is always a mismatch, with
     ``equal_nan=True`` a NaN matches a NaN at the same position.  Infinities
     match only an infinity of the same sign.  A non-finite mismatch has infinite
     usage; its absolute and relative differences are inf, or NaN when a NaN is
     involved.
+
+Value differences of numeric leaves carry the mismatch count, the maximum
+absolute and relative differences, and the values at the worst index: the
+element with the largest usage (the first on ties), or the first mismatch for
+integer and boolean leaves.
 """
 
 from __future__ import annotations
@@ -209,7 +217,7 @@ class ComparisonResult:
             lines.append(f"Worst leaf: {self.worst}")
         lines.extend(f"  {difference}" for difference in shown)
         if count > len(shown):
-            lines.append(f"... and {count - len(shown)} more differences")
+            lines.append(f"... and {count - len(shown)} more difference{'' if count - len(shown) == 1 else 's'}")
         return "\n".join(lines)
 
 
@@ -308,6 +316,18 @@ def _promote(first: torch.dtype, second: torch.dtype) -> torch.dtype:
         return torch.promote_types(first, second)
     except RuntimeError:  # e.g. uint64 with int64, which torch does not promote
         return torch.float64
+
+
+def _is_inexact(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point or dtype.is_complex
+
+
+def _identical(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether both tensors have the same dtype and values (one fast pass); False where torch.equal is unsupported."""
+    try:
+        return actual.dtype == expected.dtype and torch.equal(actual, expected)
+    except NotImplementedError:  # e.g. complex32 on CPU: the element-wise comparison handles it
+        return False
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -563,19 +583,19 @@ class _Comparator:
 
     def _compare_values(self, path: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
         self.leaves_compared += 1
-        promoted = _promote(actual.dtype, expected.dtype)
-        if promoted.is_floating_point or promoted.is_complex:
+        if _is_inexact(actual.dtype) or _is_inexact(expected.dtype):
             self._compare_inexact(path, actual, expected)
         else:
+            promoted = _promote(actual.dtype, expected.dtype)
             self._compare_exact(path, actual.to(promoted), expected.to(promoted))
 
     def _compare_exact(self, path: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
-        if not torch.equal(actual, expected):
+        if not _identical(actual, expected):
             self._value_difference(path, actual, expected, _exact_stats(actual, expected), None)
 
     def _compare_inexact(self, path: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
         tolerance = self._tolerance_for(path, actual.dtype, expected.dtype)
-        if actual.dtype == expected.dtype and torch.equal(actual, expected):
+        if _identical(actual, expected):
             stats = _Stats()
         else:
             stats = _inexact_stats(actual, expected, tolerance, self.equal_nan)

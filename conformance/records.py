@@ -1,7 +1,8 @@
 """Per-step facts of a Lightning run, recorded by a callback and spilled to disk as the run goes.
 
-A :class:`RecordStore` holds streams of records, one file per record, keyed by integer tuples that line up
-between runs (the global step, then the micro-batch or validation batch). RAM holds at most one record at a time.
+A :class:`RecordStore` holds streams of records, one append-only file per stream, keyed by integer tuples that
+line up between runs (the global step, then the micro-batch or validation batch). RAM holds at most one record
+at a time.
 
 Streams written by :class:`TrainingRecorder` and their keys:
 
@@ -28,8 +29,11 @@ final_weights      (global step,)                   the model's ``state_dict()``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from conformance import recordfile
 from conformance.rng import capture_rng_state
 
 __all__ = ["RecordStore", "TrainingRecorder", "datamodule_consumed_samples", "to_record"]
@@ -46,45 +51,86 @@ Key = tuple[int, ...]
 
 
 class RecordStore:
-    """Streams of records on disk under ``root``: ``write`` one record, ``keys``/``read`` them back."""
+    """Streams of records on disk under ``root``: ``write`` one record, ``keys``/``read`` them back.
+
+    A stream is one append-only file of frames (4-byte header length, JSON ``{"key", "size"}``, then the record in
+    :mod:`conformance.recordfile` format): creating a file per record would cost more than recording itself.
+    Keys must increase within a stream, so a record is never written twice.
+    """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self._last_key: dict[str, Key] = {}
+        self._indexes: dict[str, tuple[int, dict[Key, tuple[int, int]]]] = {}
 
     def write(self, stream: str, key: Key, value: Any) -> None:
-        """Store ``value`` (tensors, containers and plain Python values only) as record ``key`` of ``stream``."""
-        folder = self.root / stream
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / _file_name(key)
-        if path.exists():
-            raise FileExistsError(f"record {key} of stream '{stream}' was already written to {path}")
-        torch.save(to_record(value), path)
+        """Append ``value`` (see :func:`to_record` for what it may hold) as record ``key`` of ``stream``."""
+        _check_key(key)
+        last = self._last_key.get(stream)
+        if last is not None and key <= last:
+            raise ValueError(f"record {key} of stream '{stream}' written after record {last}: keys must increase")
+        parts = recordfile.encode_parts(to_record(value))
+        header = json.dumps({"key": list(key), "size": sum(len(part) for part in parts)}).encode()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self._path(stream), "ab") as log:
+            log.writelines([_FRAME_HEADER.pack(len(header)), header, *parts])
+        self._last_key[stream] = key
 
     def keys(self, stream: str) -> list[Key]:
         """The keys recorded in ``stream``, sorted; empty if nothing was recorded."""
-        folder = self.root / stream
-        if not folder.is_dir():
-            return []
-        return sorted(tuple(int(part) for part in path.stem.split("_")) for path in folder.glob("*.pt"))
+        return sorted(self._index(stream))
 
     def read(self, stream: str, key: Key) -> Any:
-        """Load record ``key`` of ``stream`` onto the CPU, without unpickling arbitrary objects."""
-        return torch.load(self.root / stream / _file_name(key), map_location="cpu", weights_only=True)
+        """Load record ``key`` of ``stream``, tensors on the CPU; nothing is unpickled."""
+        index = self._index(stream)
+        if key not in index:
+            raise KeyError(f"stream '{stream}' has no record {key}")
+        offset, size = index[key]
+        data = bytearray(size)
+        with open(self._path(stream), "rb") as log:
+            log.seek(offset)
+            log.readinto(data)
+        return recordfile.decode(data)
 
     def items(self, stream: str) -> Iterator[tuple[Key, Any]]:
         """(key, value) for every record of ``stream`` in key order, loaded one at a time."""
         for key in self.keys(stream):
             yield key, self.read(stream, key)
 
+    def _path(self, stream: str) -> Path:
+        return self.root / f"{stream}.log"
 
-def _file_name(key: Key) -> str:
-    if not key or any(part < 0 for part in key):
+    def _index(self, stream: str) -> dict[Key, tuple[int, int]]:
+        """Where each record of ``stream`` lies; rebuilt only when the file has grown since the last look."""
+        path = self._path(stream)
+        size = path.stat().st_size if path.exists() else 0
+        cached = self._indexes.get(stream)
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        index: dict[Key, tuple[int, int]] = {}
+        with open(path, "rb") if size else contextlib.nullcontext() as log:
+            position = 0
+            while position < size:
+                (header_size,) = _FRAME_HEADER.unpack(log.read(_FRAME_HEADER.size))
+                frame = json.loads(log.read(header_size))
+                position += _FRAME_HEADER.size + header_size
+                index[tuple(frame["key"])] = (position, frame["size"])
+                position += frame["size"]
+                log.seek(position)
+        self._indexes[stream] = (size, index)
+        return index
+
+
+_FRAME_HEADER = struct.Struct("<I")
+
+
+def _check_key(key: Key) -> None:
+    if not isinstance(key, tuple) or not key or any(not isinstance(part, int) or part < 0 for part in key):
         raise ValueError(f"record keys are non-empty tuples of non-negative ints, got {key!r}")
-    return "_".join(f"{part:08d}" for part in key) + ".pt"
 
 
 def to_record(value: Any, path: str = "root") -> Any:
-    """``value`` as plain containers, detached tensors and Python scalars, loadable with ``weights_only=True``.
+    """``value`` as plain dicts, lists, tuples, detached tensors and Python scalars (what a record may hold).
 
     Mappings become dicts, namedtuples and dataclasses dicts of their fields, numpy arrays tensors. Tensors are
     detached; a view is copied so that saving it does not write the whole storage it views.

@@ -175,7 +175,7 @@ class _CollectingResult(unittest.TestResult):
 
     def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
         super().addUnexpectedSuccess(test)
-        suite, check = _names(test)
+        check = _names(test)[1]
         reason = type(test).expected_failures.get(check)
         self._add(test, UNEXPECTED_SUCCESS, f"{check} passed but expected_failures says it fails ({reason}); "
                                             "remove it from expected_failures")

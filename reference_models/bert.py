@@ -16,9 +16,10 @@ class TinyBERT(LanguageModelModule):
     function of each sample's index, so validation is deterministic and comparable between runs.
     """
 
-    def __init__(self, config: TransformerConfig = TransformerConfig(), mask_probability: float = 0.25,
+    def __init__(self, config: TransformerConfig | None = None, mask_probability: float = 0.25,
                  **optim: float) -> None:
         super().__init__(**optim)
+        config = config or TransformerConfig()
         self.config = config
         self.mask_probability = mask_probability
         self.mask_id = config.vocab_size - 1

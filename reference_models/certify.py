@@ -7,16 +7,32 @@ from __future__ import annotations
 
 import unittest
 
+import lightning
+
 from conformance import StopAndGoConformance
 from reference_models.recipes import BERTRecipe, GPTRecipe
 
+#: Lightning < 2.5 restores a checkpoint saved in ``on_train_batch_end`` (where ``ModelCheckpoint`` saves every
+#: n steps) one batch early: its batch-progress "completed" counter lags the batch that was just trained, so after
+#: the resume the gradient-accumulation window, or at an epoch's last step the epoch boundary, is shifted by one
+#: batch. The kit detects it; on those versions the reference recipes declare the checks it breaks.
+LIGHTNING_RESUMES_ONE_BATCH_EARLY = tuple(int(part) for part in lightning.__version__.split(".")[:2]) < (2, 5)
+_REASON = "Lightning < 2.5 resumes an on_train_batch_end checkpoint one batch early (accumulation window shifts)"
+_DRIFT = ("test_rng_state", "test_train_inputs", "test_train_outputs", "test_train_loss", "test_optimizer_state",
+          "test_valid_outputs", "test_valid_loss", "test_final_weights")
+
+
+def _broken_by_old_lightning(*checks: str) -> dict[str, str]:
+    return dict.fromkeys(checks, _REASON) if LIGHTNING_RESUMES_ONE_BATCH_EARLY else {}
+
 
 class TestTinyGPTStopAndGo(GPTRecipe, StopAndGoConformance, unittest.TestCase):
-    """GPT, crash after step 4 (mid-epoch), resume to step 8 across an epoch boundary."""
+    """GPT, 2 micro-batches per step, crash after step 4 (mid-epoch), resume to step 8 across an epoch boundary."""
 
     num_steps = 8
     stop_step = 4
     interruption = "crash"
+    expected_failures = _broken_by_old_lightning(*_DRIFT)
 
 
 class TestTinyGPTCleanStopAtEpochEnd(GPTRecipe, StopAndGoConformance, unittest.TestCase):
@@ -25,6 +41,7 @@ class TestTinyGPTCleanStopAtEpochEnd(GPTRecipe, StopAndGoConformance, unittest.T
     num_steps = 8
     stop_step = 5
     interruption = "clean"
+    expected_failures = _broken_by_old_lightning(*_DRIFT, "test_global_step")
 
 
 class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase):
@@ -33,3 +50,4 @@ class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase)
     num_steps = 7
     stop_step = 3
     interruption = "crash"
+    expected_failures = _broken_by_old_lightning(*_DRIFT)

@@ -84,8 +84,9 @@ class Transformer(nn.Module):
 class TinyGPT(LanguageModelModule):
     """Causal LM: predicts token t+1 from tokens up to t."""
 
-    def __init__(self, config: TransformerConfig = TransformerConfig(), **optim: float) -> None:
+    def __init__(self, config: TransformerConfig | None = None, **optim: float) -> None:
         super().__init__(**optim)
+        config = config or TransformerConfig()
         self.config = config
         self.transformer = Transformer(config, causal=True)
 

@@ -5,7 +5,8 @@ Each is a mixin of conformance hooks; list it *before* a conformance mixin so it
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 
@@ -20,6 +21,7 @@ class GPTRecipe:
 
     model_class: type[pl.LightningModule] = TinyGPT
     datamodule_class: type[SyntheticDataModule] = SyntheticDataModule
+    datamodule_kwargs: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod
     def make_model(cls) -> pl.LightningModule:
@@ -27,7 +29,7 @@ class GPTRecipe:
 
     @classmethod
     def make_datamodule(cls) -> SyntheticDataModule:
-        return cls.datamodule_class()
+        return cls.datamodule_class(**cls.datamodule_kwargs)
 
     @classmethod
     def trainer_kwargs(cls) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import unittest
+import warnings
 from collections import OrderedDict, namedtuple
 from dataclasses import dataclass
 
@@ -312,6 +313,24 @@ class FloatLeafTest(unittest.TestCase):
         self.assertEqual(result.worst.usage, INF)
         self.assertEqual(result.differences[0].max_rel_diff, INF)
 
+    def test_less_common_floating_dtypes(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # complex32 support is marked experimental
+            cases = [
+                (dtype, torch.tensor([1.0, 2.0]).to(dtype), torch.tensor([1.0, 3.0]).to(dtype))
+                for dtype in (torch.float8_e4m3fn, torch.float8_e5m2, torch.complex32)
+            ]
+            for dtype, actual, expected in cases:
+                with self.subTest(dtype=dtype):
+                    self.assertTrue(compare(actual, actual.clone()).ok)
+                    difference = compare(actual, expected).differences[0]
+                    self.assertEqual((difference.mismatched, difference.worst_index), (1, (1,)))
+                    self.assertEqual(difference.max_abs_diff, 1.0)
+
+    def test_sparse_tensor_is_compared_densely(self):
+        sparse = torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (3,), check_invariants=True)
+        self.assertTrue(compare(sparse, torch.tensor([1.0, 0.0, 2.0])).ok)
+
     def test_non_contiguous_empty_and_grad_tensors(self):
         base = torch.arange(6.0).reshape(2, 3)
         self.assertTrue(compare(base.t(), base.t().contiguous()).ok)
@@ -411,6 +430,12 @@ class ExactLeafTest(unittest.TestCase):
                 self.assertIsNone(difference.tolerance)
                 self.assertIsNone(result.worst)
                 self.assertTrue(compare(actual, actual).ok)
+
+    def test_unsigned_against_signed_is_exact_after_promotion(self):
+        result = compare(torch.tensor([1, 2], dtype=torch.uint64), torch.tensor([1, 3]))
+        self.assertEqual(kinds(result), [("root", "dtype"), ("root", "value")])
+        self.assertIsNone(result.differences[1].tolerance)
+        self.assertIsNone(result.worst)
 
     def test_integer_difference_statistics(self):
         difference = compare(torch.tensor([10, 0, 4]), torch.tensor([12, 0, 1])).differences[0]

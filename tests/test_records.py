@@ -31,17 +31,33 @@ class TestRecordStore(unittest.TestCase):
         self.folder.cleanup()
 
     def test_write_read_and_sorted_keys(self) -> None:
-        for key in [(10, 0), (2, 1), (2, 0)]:
+        for key in [(2, 0), (2, 1), (10, 0)]:
             self.store.write("train_loss", key, {"loss": torch.tensor(float(key[0]))})
         self.assertEqual(self.store.keys("train_loss"), [(2, 0), (2, 1), (10, 0)])
         self.assertEqual(float(self.store.read("train_loss", (10, 0))["loss"]), 10.0)
         self.assertEqual([key for key, _ in self.store.items("train_loss")], [(2, 0), (2, 1), (10, 0)])
         self.assertEqual(self.store.keys("never_written"), [])
 
-    def test_a_record_is_never_overwritten(self) -> None:
-        self.store.write("global_step", (1,), 1)
-        with self.assertRaises(FileExistsError):
-            self.store.write("global_step", (1,), 2)
+    def test_a_record_is_never_overwritten_or_written_out_of_order(self) -> None:
+        self.store.write("global_step", (2,), 2)
+        for key in [(2,), (1,)]:
+            with self.subTest(key=key), self.assertRaises(ValueError) as caught:
+                self.store.write("global_step", key, 0)
+            self.assertIn("keys must increase", str(caught.exception))
+        self.assertEqual(self.store.read("global_step", (2,)), 2)
+
+    def test_reading_sees_records_appended_after_a_first_read(self) -> None:
+        self.store.write("s", (1,), "a")
+        self.assertEqual(self.store.keys("s"), [(1,)])
+        self.store.write("s", (2,), "b")
+        self.assertEqual([value for _, value in self.store.items("s")], ["a", "b"])
+        with self.assertRaises(KeyError):
+            self.store.read("s", (3,))
+
+    def test_one_file_per_stream(self) -> None:
+        for step in range(5):
+            self.store.write("train_loss", (step, 0), torch.tensor(1.0))
+        self.assertEqual([path.name for path in Path(self.folder.name).iterdir()], ["train_loss.log"])
 
     def test_bad_keys_are_refused(self) -> None:
         for key in [(), (-1,)]:

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from conformance.records import RecordStore, TrainingRecorder
 
-__all__ = ["Interruption", "Recipe", "RunOutcome", "SimulatedPreemption", "fit_run", "KIT_OWNED_TRAINER_KWARGS"]
+__all__ = ["KIT_OWNED_TRAINER_KWARGS", "Interruption", "Recipe", "RunOutcome", "SimulatedPreemption", "fit_run"]
 
 #: Trainer arguments the kit sets itself for every run; a recipe's ``trainer_kwargs()`` may not set them.
 KIT_OWNED_TRAINER_KWARGS = frozenset({"max_steps", "max_epochs", "callbacks", "default_root_dir"})
@@ -96,19 +96,26 @@ class InterruptAfterStep(pl.Callback):
 
 
 class StallGuard(pl.Callback):
-    """Ends a run whose epoch completed without an optimizer step (it would otherwise loop forever)."""
+    """Ends a run once two epochs in a row complete without an optimizer step (it would loop forever).
+
+    One empty epoch is legitimate: a run resumed from a checkpoint of an epoch's last batch may re-enter that
+    epoch with nothing left in it.
+    """
 
     def __init__(self) -> None:
         self._step_at_epoch_start = 0
+        self._empty_epochs = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step_at_epoch_start = trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_step == self._step_at_epoch_start:
+        self._empty_epochs = self._empty_epochs + 1 if trainer.global_step == self._step_at_epoch_start else 0
+        if self._empty_epochs >= 2:
             raise RuntimeError(
-                f"epoch {trainer.current_epoch} ended without an optimizer step: the train loader is empty or "
-                "training_step returned None for every batch, so training would never reach max_steps"
+                f"epochs {trainer.current_epoch - 1} and {trainer.current_epoch} ended without an optimizer step: the "
+                "train loader is empty or training_step returned None for every batch, so training would never "
+                "reach max_steps"
             )
 
 

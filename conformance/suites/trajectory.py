@@ -56,7 +56,7 @@ class StreamComparison:
         if self.extra:
             lines.append(f"  not in the uninterrupted run: {_keys(self.extra)}")
         if self.diverging:
-            key, segment, result = self.diverging[0]
+            _, segment, result = self.diverging[0]
             if segment == BEFORE:
                 lines.append("  the runs differ before any interruption: the recipe is not deterministic under "
                              "identical seeding, so resume cannot be judged (seed everything, avoid "
