@@ -7,6 +7,7 @@ from conformance.compare import ComparisonError, ComparisonResult, Difference, T
 from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
 from conformance.rng import RNGStateCallback, capture_rng_state, restore_rng_state
 from conformance.suites._base import ConformanceSetupError
+from conformance.suites.datamodule import DataModuleResumeConformance
 from conformance.suites.stop_and_go import StopAndGoConformance
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "ComparisonResult",
     "ConformanceSetupError",
     "ConsumedSamplesBatchSampler",
+    "DataModuleResumeConformance",
     "Difference",
     "RNGStateCallback",
     "ResumableDataModule",

@@ -99,14 +99,15 @@ class ConsumedSamplesBatchSampler:
         return torch.randperm(self.total_samples, generator=generator)
 
     def __iter__(self) -> Iterator[list[int]]:
-        """Yield the rest of the current epoch; ``consumed_samples`` then already points at the next epoch.
+        """Yield the rest of the current epoch; once the first batch is drawn, the sampler points at the next epoch.
 
-        The pointer moves when iteration starts because a loader that knows its length never asks the
-        generator for the item after the last one, so code after the final ``yield`` would not run.
+        The pointer moves when the first batch is drawn, not after the last: a loader that knows its length never
+        asks for the item after the last one. Nor does it move on ``iter()`` alone: a multi-worker ``DataLoader``
+        creates a sampler iterator, discards it unused and creates another.
         """
         epoch, offset = divmod(self.consumed_samples, self.samples_per_epoch)
         self.consumed_samples = (epoch + 1) * self.samples_per_epoch
-        return self._epoch_micro_batches(self.epoch_order(epoch), offset)
+        yield from self._epoch_micro_batches(self.epoch_order(epoch), offset)
 
     def _epoch_micro_batches(self, order: torch.Tensor, offset: int) -> Iterator[list[int]]:
         for start in range(offset, self.samples_per_epoch, self.global_batch_size):

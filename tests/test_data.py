@@ -43,6 +43,11 @@ class TestConsumedSamplesBatchSampler(unittest.TestCase):
         self.assertNotEqual(first, second)
         self.assertEqual(flatten(self.sampler(consumed_samples=20, shuffle=True, seed=3)), second)
 
+    def test_an_iterator_that_is_never_read_does_not_move_the_epoch(self) -> None:
+        sampler = self.sampler(shuffle=True, seed=3)
+        iter(sampler)  # what a multi-worker DataLoader does before creating the iterator it reads
+        self.assertEqual(flatten(sampler), flatten(self.sampler(shuffle=True, seed=3)))
+
     def test_partially_read_epoch_still_moves_on(self) -> None:
         sampler = self.sampler()
         iterator = iter(sampler)

@@ -70,6 +70,7 @@ class TestSettingsValidation(unittest.TestCase):
             ({"num_steps": 4, "stop_step": 0}, "1 <= stop_step < num_steps = 4"),
             ({"num_steps": 1}, "num_steps must be an int >= 2"),
             ({"interruption": "sigterm"}, "interruption must be 'clean' or 'crash'"),
+            ({"trainer_kwargs": classmethod(lambda cls: {"max_steps": 3})}, "trainer_kwargs() sets ['max_steps']"),
         ]:
             with self.subTest(settings=settings):
                 cls = type("Bad", (GPTRecipe, StopAndGoConformance, unittest.TestCase), dict(settings))

@@ -23,7 +23,17 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from conformance.records import RecordStore, TrainingRecorder
 
-__all__ = ["KIT_OWNED_TRAINER_KWARGS", "Interruption", "Recipe", "RunOutcome", "SimulatedPreemption", "fit_run"]
+__all__ = [
+    "KIT_OWNED_TRAINER_KWARGS",
+    "InterruptAfterStep",
+    "Interruption",
+    "Recipe",
+    "RunOutcome",
+    "SimulatedPreemption",
+    "StallGuard",
+    "fit_run",
+    "quiet_lightning",
+]
 
 #: Trainer arguments the kit sets itself for every run; a recipe's ``trainer_kwargs()`` may not set them.
 KIT_OWNED_TRAINER_KWARGS = frozenset({"max_steps", "max_epochs", "callbacks", "default_root_dir"})
@@ -152,7 +162,7 @@ def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: 
         callbacks.append(ProgressPrinter(name, max_steps))
     started = time.perf_counter()
     error = None
-    with _quiet_lightning():
+    with quiet_lightning():
         pl.seed_everything(seed, workers=True, verbose=False)
         model = recipe.make_model()
         datamodule = recipe.make_datamodule()
@@ -169,7 +179,7 @@ def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: 
 
 
 @contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
+def quiet_lightning() -> Iterator[None]:
     """Silence Lightning's info chatter and generic performance hints during kit runs; other warnings pass."""
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from conformance.backends.lightning import Interruption, RunOutcome, fit_run
+from conformance.backends.lightning import KIT_OWNED_TRAINER_KWARGS, Interruption, RunOutcome, fit_run
 from conformance.compare import compare
 from conformance.records import Key, RecordStore
 from conformance.suites._base import ConformanceSuite
@@ -68,6 +68,10 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                             "the end")
         if cls.interruption not in ("clean", "crash"):
             problems.append(f"interruption must be 'clean' or 'crash', got {cls.interruption!r}")
+        owned = sorted(KIT_OWNED_TRAINER_KWARGS & set(cls.trainer_kwargs()))
+        if owned:
+            problems.append(f"trainer_kwargs() sets {owned}, which the kit controls (the run length comes from "
+                            "num_steps, callbacks from make_callbacks()); remove them")
         return problems
 
     @classmethod

@@ -1,0 +1,400 @@
+"""DataModuleResumeConformance: a data module restored from a checkpoint continues at exactly the next sample.
+
+The data module is driven by real Lightning fits of a probe model that records only sample ids
+(:mod:`conformance.backends.probe`). The reference is an uninterrupted run of ``num_epochs`` epochs; every
+other run is compared with it step by step (the samples of one optimizer step, over all micro-batches and ranks).
+Runs that crash after a step save their checkpoint where ``ModelCheckpoint`` would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, ClassVar
+
+import torch
+
+from conformance.backends.probe import ProbeLog, ProbePlan, run_probe
+from conformance.sample_ids import default_sample_ids
+from conformance.suites._base import ConformanceSuite
+
+__all__ = ["DataModuleResumeConformance"]
+
+Steps = dict[int, list[int]]  # optimizer step number (1-based) -> sample ids it consumed, in order
+
+#: A data module's resume state must stay this small: it is checkpointed with every save.
+MAX_STATE_BYTES = 64 * 1024
+
+
+def step_samples(logs: list[ProbeLog]) -> Steps:
+    """The samples of each optimizer step, ranks in order, micro-batches in order within a rank."""
+    steps: Steps = {}
+    for log in logs:
+        for global_step, _, ids in log.train:
+            steps.setdefault(global_step + 1, []).extend(ids)
+    return steps
+
+
+def step_epochs(logs: list[ProbeLog]) -> dict[int, int]:
+    """The epoch each optimizer step belongs to."""
+    return {global_step + 1: epoch for log in logs for global_step, epoch, _ in log.train}
+
+
+class DataModuleResumeConformance(ConformanceSuite, suite=True):
+    """Mixin certifying that a data module resumes at exactly the next sample, on any worker and rank count."""
+
+    required_hooks: ClassVar[tuple[str, ...]] = ("make_datamodule",)
+    #: Epochs of the uninterrupted reference run (at least 2: resume must also work in a later epoch).
+    num_epochs: ClassVar[int] = 2
+
+    reference: ClassVar[list[ProbeLog]]
+    interrupt_points: ClassVar[dict[str, int]]
+    interrupted: ClassVar[dict[str, list[ProbeLog]]]
+    resumed: ClassVar[dict[str, list[ProbeLog]]]
+
+    # --- hooks with defaults -------------------------------------------------------------------------------
+    @classmethod
+    def sample_ids(cls, batch: Any) -> list[int]:
+        """The dataset indices of a batch's samples; default: the batch's ``idx``/``index``/... entry."""
+        return default_sample_ids(batch)
+
+    @classmethod
+    def set_num_workers(cls, datamodule: Any, num_workers: int) -> None:
+        """Make ``datamodule`` load with ``num_workers`` worker processes; default: set its ``num_workers``."""
+        if not hasattr(datamodule, "num_workers"):
+            raise AttributeError(
+                f"{type(datamodule).__qualname__} has no num_workers attribute; give it one that its loaders use, "
+                "or override the classmethod set_num_workers(datamodule, num_workers)"
+            )
+        datamodule.num_workers = num_workers
+
+    # --- set-up --------------------------------------------------------------------------------------------
+    @classmethod
+    def settings_problems(cls) -> list[str]:
+        if not isinstance(cls.num_epochs, int) or cls.num_epochs < 2:
+            return [f"num_epochs must be an int >= 2, got {cls.num_epochs!r}: resume is also checked in epoch 2"]
+        return []
+
+    @classmethod
+    def prepare(cls) -> None:
+        """The uninterrupted reference, then a crash and a resume at each interrupt point."""
+        cls.reference = run_probe(cls, ProbePlan(max_epochs=cls.num_epochs))
+        cls.interrupted, cls.resumed, cls.interrupt_points = {}, {}, {}
+        if cls.reference[0].error is None:
+            cls.interrupt_points = _interrupt_points(step_epochs(cls.reference))
+            for name, step in cls.interrupt_points.items():
+                cls.interrupted[name], cls.resumed[name] = cls._crash_and_resume(step, f"{name}.ckpt")
+
+    @classmethod
+    def _crash_and_resume(cls, step: int, checkpoint_name: str, *, world_size: int = 1,
+                          resume_world_size: int | None = None) -> tuple[list[ProbeLog], list[ProbeLog]]:
+        checkpoint = str(cls._work_dir / checkpoint_name)
+        interrupted = run_probe(cls, ProbePlan(cls.num_epochs, world_size=world_size, stop_after_step=step,
+                                               checkpoint=checkpoint))
+        resumed = run_probe(cls, ProbePlan(cls.num_epochs, world_size=resume_world_size or world_size,
+                                           resume_from=checkpoint))
+        return interrupted, resumed
+
+    # --- the checks ----------------------------------------------------------------------------------------
+    def test_resume_continues_exactly(self) -> None:
+        """At every interrupt point the resumed run draws exactly the uninterrupted run's samples, in order."""
+        check = "test_resume_continues_exactly"
+        expected = self._reference_steps(check)
+        problems = [problem for name in self.interrupt_points
+                    for problem in self._trajectory_problems(name, expected, self.interrupted[name],
+                                                             self.resumed[name], ordered=True)]
+        self._conclude(check, problems, f"{len(self.interrupt_points)} interrupt points, {len(expected)} steps")
+
+    def test_no_sample_repeated_or_skipped(self) -> None:
+        """Around every resume, each epoch uses every sample of the uninterrupted epoch exactly once."""
+        check = "test_no_sample_repeated_or_skipped"
+        self._reference_steps(check)
+        reference_epochs = _samples_by_epoch(self.reference)
+        problems = []
+        for name, step in self.interrupt_points.items():
+            self._require_ok(check, self.interrupted[name] + self.resumed[name], name)
+            before = _samples_by_epoch(self.interrupted[name], last_step=step)
+            after = _samples_by_epoch(self.resumed[name], first_step=step + 1)
+            for epoch, expected in reference_epochs.items():
+                drawn = Counter(before.get(epoch, Counter())) + Counter(after.get(epoch, Counter()))
+                missing = sorted((expected - drawn).elements())
+                repeated = sorted(sample for sample, count in drawn.items() if count > 1)
+                extra = sorted((drawn - expected).elements())
+                for label, ids in (("skipped", missing), ("repeated", repeated), ("foreign", extra)):
+                    if ids:
+                        problems.append(f"{name} (stop after step {step}), epoch {epoch}: {label} samples "
+                                        f"{_ids(ids)}")
+        self._conclude(check, problems, f"{len(reference_epochs)} epochs x {len(self.interrupt_points)} resumes")
+
+    def test_num_workers(self) -> None:
+        """With 0 and with 2 loader worker processes, uninterrupted and resumed streams are the reference's."""
+        check = "test_num_workers"
+        expected = self._reference_steps(check)
+        step = self.interrupt_points["mid_epoch"]
+        problems = []
+        for workers in (0, 2):
+            label = f"num_workers={workers}"
+            whole = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers))
+            interrupted = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers, stop_after_step=step,
+                                                    checkpoint=str(self._work_dir / f"workers{workers}.ckpt")))
+            resumed = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers,
+                                                resume_from=str(self._work_dir / f"workers{workers}.ckpt")))
+            problems += self._stream_problems(f"{label}, uninterrupted", expected, whole, ordered=True)
+            problems += self._trajectory_problems(f"{label}, mid_epoch", expected, interrupted, resumed,
+                                                  ordered=True)
+        self._conclude(check, problems, "num_workers 0 and 2, uninterrupted and resumed")
+
+    def test_multi_epoch_shuffle(self) -> None:
+        """Epochs are shuffled differently, and a resume in a later epoch continues that epoch's own order."""
+        check = "test_multi_epoch_shuffle"
+        expected = self._reference_steps(check)
+        orders: dict[int, list[int]] = {}
+        for step, epoch in step_epochs(self.reference).items():
+            orders.setdefault(epoch, []).extend(expected[step])
+        problems = []
+        if len(orders) < 2:
+            problems.append(f"the uninterrupted run covered {len(orders)} epoch(s); need at least 2")
+        elif orders[0] == orders[1]:
+            problems.append(f"epochs 0 and 1 draw the samples in the same order ({_ids(orders[0])}): the shuffle "
+                            "ignores the epoch (seed it with seed + epoch)")
+        name = "mid_second_epoch"
+        problems += self._trajectory_problems(name, expected, self.interrupted[name],
+                                              self.resumed[name], ordered=True)
+        self._conclude(check, problems, f"{len(orders)} epochs")
+
+    def test_repeated_resumes(self) -> None:
+        """Resume, train, save, resume again: samples and consumed samples stay exact across both resumes."""
+        check = "test_repeated_resumes"
+        expected = self._reference_steps(check)
+        first, second = self.interrupt_points["first_step"], self.interrupt_points["mid_epoch"]
+        after_first = run_probe(type(self), ProbePlan(self.num_epochs, resume_from=str(self._work_dir / "first_step.ckpt"),
+                                                stop_after_step=second,
+                                                checkpoint=str(self._work_dir / "second_resume.ckpt")))
+        final = run_probe(type(self), ProbePlan(self.num_epochs, resume_from=str(self._work_dir / "second_resume.ckpt")))
+        chain = [(self.interrupted["first_step"], 1, first), (after_first, first + 1, second),
+                 (final, second + 1, max(expected))]
+        problems = []
+        for logs, start, stop in chain:
+            self._require_ok(check, logs, "a repeated resume")
+            drawn = {s: ids for s, ids in step_samples(logs).items() if start <= s <= stop}
+            problems += _compare_steps(f"steps {start}..{stop}", drawn,
+                                       {s: ids for s, ids in expected.items() if start <= s <= stop}, ordered=True)
+        gbs = self._global_batch_size()
+        for logs, resumed_at in ((after_first, first), (final, second)):
+            consumed = (logs[0].start_state or {}).get("consumed_samples")
+            if consumed != resumed_at * gbs:
+                problems.append(f"after resuming at step {resumed_at} the data module reports consumed_samples="
+                                f"{consumed}, expected {resumed_at} x {gbs} = {resumed_at * gbs}")
+        self._conclude(check, problems, f"resumed after steps {first} and {second}")
+
+    def test_validation_starts_at_first_sample(self) -> None:
+        """Every validation pass, including the first after each resume, is the uninterrupted run's first pass."""
+        check = "test_validation_starts_at_first_sample"
+        self._reference_steps(check)
+        passes = _validation_passes(self.reference)
+        if not passes:
+            raise AssertionError(f"{check}: the data module ran no validation; give it a val_dataloader (or list "
+                                 "the check in expected_failures if it has none)")
+        first_pass = next(iter(passes.values()))
+        problems = []
+        for name, logs in [("uninterrupted", self.reference)] + [(f"resumed {n}", l) for n, l in self.resumed.items()]:
+            self._require_ok(check, logs, name)
+            for step, samples in _validation_passes(logs).items():
+                if samples != first_pass:
+                    problems.append(f"{name}: the validation after step {step} drew {_ids(samples)}, expected the "
+                                    f"first validation's {_ids(first_pass)}")
+                    break
+        self._conclude(check, problems, f"{len(passes)} validation passes in the reference")
+
+    def test_checkpoint_state(self) -> None:
+        """The data module's state is in each checkpoint, small, JSON-serialisable, and counts step x batch."""
+        check = "test_checkpoint_state"
+        self._reference_steps(check)
+        gbs = self._global_batch_size()
+        problems = []
+        for name, step in self.interrupt_points.items():
+            self._require_ok(check, self.interrupted[name], name)
+            checkpoint = torch.load(self._work_dir / f"{name}.ckpt", map_location="cpu", weights_only=True)
+            state = checkpoint.get(self._datamodule_key())
+            if state is None:
+                problems.append(f"{name}: no data-module state in the checkpoint (Lightning saves "
+                                "datamodule.state_dict() under the class name, and only when it is non-empty)")
+                continue
+            try:
+                size = len(json.dumps(state))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{name}: the data-module state is not JSON-serialisable ({exc}); keep it to "
+                                "plain ints, floats, strings, lists and dicts")
+                continue
+            if size > MAX_STATE_BYTES:
+                problems.append(f"{name}: the data-module state is {size} bytes as JSON; keep it under "
+                                f"{MAX_STATE_BYTES} (store positions, not sample lists)")
+            if state.get("consumed_samples") != step * gbs:
+                problems.append(f"{name}: consumed_samples={state.get('consumed_samples')!r} in the checkpoint of "
+                                f"step {step}, expected {step} x {gbs} = {step * gbs}")
+        self._conclude(check, problems, f"{len(self.interrupt_points)} checkpoints")
+
+    def test_state_restored_before_first_batch(self) -> None:
+        """When the resumed run starts training, the data module already reports the restored position."""
+        check = "test_state_restored_before_first_batch"
+        expected = self._reference_steps(check)
+        gbs = self._global_batch_size()
+        problems = []
+        for name, step in self.interrupt_points.items():
+            logs = self.resumed[name]
+            self._require_ok(check, logs, name)
+            consumed = (logs[0].start_state or {}).get("consumed_samples")
+            if consumed != step * gbs:
+                problems.append(f"{name}: at the start of the resumed run the data module reports "
+                                f"consumed_samples={consumed!r}, expected {step * gbs}")
+            first = step_samples(logs).get(step + 1)
+            if first != expected.get(step + 1):
+                problems.append(f"{name}: the first resumed step drew {_ids(first or [])}, expected "
+                                f"{_ids(expected.get(step + 1, []))}: the state was applied after the loader was "
+                                "built (e.g. the sampler is created in setup(), which Lightning calls before it "
+                                "restores the checkpoint)")
+        self._conclude(check, problems, f"{len(self.interrupt_points)} resumes")
+
+    def test_data_parallel_streams(self) -> None:
+        """On 2 ranks (real gloo processes) the ranks' samples are disjoint and together are the global stream."""
+        check = "test_data_parallel_streams"
+        expected = self._reference_steps(check)
+        step = self.interrupt_points["mid_epoch"]
+        whole = run_probe(type(self), ProbePlan(self.num_epochs, world_size=2))
+        interrupted, resumed = self._crash_and_resume(step, "dp2.ckpt", world_size=2)
+        problems = self._rank_overlap_problems("2 ranks, uninterrupted", whole)
+        problems += self._rank_overlap_problems("2 ranks, resumed", resumed)
+        problems += self._stream_problems("2 ranks, uninterrupted", expected, whole, ordered=False)
+        problems += self._trajectory_problems("2 ranks, mid_epoch", expected, interrupted, resumed, ordered=False)
+        self._conclude(check, problems, "world size 2, uninterrupted and resumed")
+
+    def test_elastic_resume(self) -> None:
+        """A checkpoint of 2 ranks resumes on 1 and one of 1 rank on 2, global batch fixed, same global stream."""
+        check = "test_elastic_resume"
+        expected = self._reference_steps(check)
+        step = self.interrupt_points["mid_epoch"]
+        two_to_one = self._crash_and_resume(step, "elastic21.ckpt", world_size=2, resume_world_size=1)
+        one_to_two = (self.interrupted["mid_epoch"],
+                      run_probe(type(self), ProbePlan(self.num_epochs, world_size=2,
+                                                resume_from=str(self._work_dir / "mid_epoch.ckpt"))))
+        cases = {"2 -> 1 ranks": two_to_one, "1 -> 2 ranks": one_to_two}
+        problems = []
+        if getattr(self.make_datamodule(), "supports_elastic_resume", True) is False:
+            for label, (_, resumed) in cases.items():
+                if not any(log.error for log in resumed):
+                    problems.append(f"{label}: the data module declares supports_elastic_resume = False but "
+                                    "resumed without an error; it must refuse a different world size clearly")
+            self._conclude(check, problems, "elastic resume refused, as declared")
+            return
+        for label, (interrupted, resumed) in cases.items():
+            problems += self._trajectory_problems(label, expected, interrupted, resumed, ordered=False)
+        self._conclude(check, problems, "2 -> 1 and 1 -> 2 ranks")
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _reference_steps(self, check: str) -> Steps:
+        self._require_ok(check, self.reference, "the uninterrupted reference")
+        steps = step_samples(self.reference)
+        if not steps:
+            raise AssertionError(f"{check}: the uninterrupted reference drew no training batch")
+        return steps
+
+    def _require_ok(self, check: str, logs: list[ProbeLog], name: str) -> None:
+        for log in logs:
+            if log.error:
+                raise AssertionError(f"{check}: {name} run failed on rank {log.rank}:\n{log.error}")
+
+    def _trajectory_problems(self, name: str, expected: Steps, interrupted: list[ProbeLog],
+                             resumed: list[ProbeLog], *, ordered: bool) -> list[str]:
+        """Problems of interrupted (its steps up to the crash) + resumed (the rest) against ``expected``."""
+        errors = [f"{name}: run failed on rank {log.rank}: {log.error.splitlines()[0]}"
+                  for log in interrupted + resumed if log.error]
+        if errors:
+            return errors
+        before, after = step_samples(interrupted), step_samples(resumed)
+        repeated = sorted(set(before) & set(after))
+        if repeated:
+            return [f"{name}: the resumed run trained steps {repeated[:5]} again (it restarted too early)"]
+        return _compare_steps(name, {**before, **after}, expected, ordered=ordered)
+
+    def _stream_problems(self, name: str, expected: Steps, logs: list[ProbeLog], *, ordered: bool) -> list[str]:
+        errors = [f"{name}: run failed on rank {log.rank}: {log.error.splitlines()[0]}" for log in logs if log.error]
+        return errors or _compare_steps(name, step_samples(logs), expected, ordered=ordered)
+
+    @staticmethod
+    def _rank_overlap_problems(name: str, logs: list[ProbeLog]) -> list[str]:
+        per_rank = [step_samples([log]) for log in logs if not log.error]
+        problems = []
+        for step in sorted(set().union(*per_rank) if per_rank else ()):
+            seen = [set(rank.get(step, [])) for rank in per_rank]
+            shared = set.intersection(*seen) if len(seen) > 1 else set()
+            if shared:
+                problems.append(f"{name}: at step {step} ranks share samples {_ids(sorted(shared))}")
+        return problems
+
+    def _global_batch_size(self) -> int:
+        return int(self.make_datamodule().global_batch_size)
+
+    def _datamodule_key(self) -> str:
+        return type(self.make_datamodule()).__qualname__
+
+    def _conclude(self, check: str, problems: list[str], summary: str) -> None:
+        self.note_detail(check, None, summary if not problems else f"{len(problems)} problems")
+        if problems:
+            shown = "\n".join(f"  - {problem}" for problem in problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise AssertionError(f"{check}: {len(problems)} problem(s)\n{shown}{more}")
+
+
+def _interrupt_points(epochs: dict[int, int]) -> dict[str, int]:
+    """Named steps to interrupt after, from the reference's step -> epoch map."""
+    per_epoch = sum(1 for epoch in epochs.values() if epoch == 0)
+    if per_epoch < 3:
+        raise AssertionError(f"an epoch has only {per_epoch} optimizer steps; use a dataset of at least 3 global "
+                             "batches so the interrupt points differ")
+    return {
+        "first_step": 1,
+        "mid_epoch": per_epoch // 2,
+        "before_last_batch": per_epoch - 1,
+        "last_step_of_epoch": per_epoch,
+        "mid_second_epoch": per_epoch + per_epoch // 2,
+    }
+
+
+def _compare_steps(name: str, drawn: Steps, expected: Steps, *, ordered: bool) -> list[str]:
+    """The first differing step (and a count of the others), comparing sample order or only the sample sets."""
+    def view(steps: Steps, step: int) -> list[int]:
+        samples = steps.get(step, [])
+        return samples if ordered else sorted(samples)
+
+    differing = [step for step in sorted(set(drawn) | set(expected)) if view(drawn, step) != view(expected, step)]
+    if not differing:
+        return []
+    step = differing[0]
+    what = "samples (in order)" if ordered else "samples (as a set over ranks)"
+    message = (f"{name}: step {step} drew {what} {_ids(drawn.get(step, []))}, the uninterrupted run "
+               f"{_ids(expected.get(step, []))}; {len(differing)} of {len(expected)} steps differ")
+    return [message]
+
+
+def _samples_by_epoch(logs: list[ProbeLog], first_step: int = 1, last_step: int | None = None) -> dict[int, Counter]:
+    """Per epoch, how often each sample was drawn by the steps in ``first_step..last_step``."""
+    epochs: dict[int, Counter] = {}
+    for log in logs:
+        for global_step, epoch, ids in log.train:
+            step = global_step + 1
+            if step >= first_step and (last_step is None or step <= last_step):
+                epochs.setdefault(epoch, Counter()).update(ids)
+    return epochs
+
+
+def _validation_passes(logs: list[ProbeLog]) -> dict[int, list[int]]:
+    """Rank 0's validation samples per validation pass, keyed by the global step it ran after."""
+    passes: dict[int, list[int]] = {}
+    for global_step, _, ids in logs[0].valid:
+        passes.setdefault(global_step, []).extend(ids)
+    return passes
+
+
+def _ids(ids: list[int], limit: int = 12) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return f"[{shown}{', ...' if len(ids) > limit else ''}] ({len(ids)} ids)"
