@@ -4,7 +4,9 @@ A :class:`RecordStore` holds streams of records, one append-only file per stream
 line up between runs (the global step, then the micro-batch or validation batch). RAM holds at most one record
 at a time.
 
-Streams written by :class:`TrainingRecorder` and their keys:
+Streams written by :class:`TrainingRecorder` and their keys. "global step" is the trainer's count of completed
+optimizer steps: a training batch of key (4, m) belongs to optimizer step 5; a validation after step 5 has key
+(5, pass, dataloader, batch), ``pass`` counting validations run at the same global step:
 
 ================== ================================ ===============================================
 stream             key                              value
@@ -15,12 +17,12 @@ consumed_samples   (step,)                          the data module's consumed s
 optimizer_state    (step,)                          every optimizer's ``state_dict()`` after ``step``
 lr_scheduler_state (step,)                          every LR scheduler's ``state_dict()`` after ``step``
 rng_state          (global step, micro-batch)       global RNG states when a training batch starts
-train_inputs       (global step, micro-batch)       the training batch
+train_inputs       (global step, micro-batch)       the training batch, as ``training_step`` receives it
 train_outputs      (global step, micro-batch)       what the LightningModule's ``forward`` returned
 train_loss         (global step, micro-batch)       the loss ``training_step`` returned
-valid_inputs       (global step, dataloader, batch) the validation batch
-valid_outputs      (global step, dataloader, batch) what ``forward`` returned during validation
-valid_loss         (global step, dataloader, batch) the loss ``validation_step`` returned
+valid_inputs       (global step, pass, dl, batch)   the validation batch
+valid_outputs      (global step, pass, dl, batch)   what ``forward`` returned during validation
+valid_loss         (global step, pass, dl, batch)   the loss ``validation_step`` returned
 start              (global step,)                   global step, consumed samples, data module class
 initial_weights    (global step,)                   the model's ``state_dict()`` when training starts
 final_weights      (global step,)                   the model's ``state_dict()`` when training ends
@@ -183,6 +185,8 @@ class TrainingRecorder(pl.Callback):
         self._learning_rates: list[list[float]] = []
         self._batch_step = -1
         self._micro_batch = 0
+        self._validation_step = -1
+        self._validation_pass = 0
 
     # --- forward outputs -------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -215,7 +219,9 @@ class TrainingRecorder(pl.Callback):
         self._micro_batch = self._micro_batch + 1 if step == self._batch_step else 0
         self._batch_step = step
         self._learning_rates = []
-        self.store.write("rng_state", (step, self._micro_batch), capture_rng_state())
+        key = (step, self._micro_batch)
+        self.store.write("rng_state", key, capture_rng_state())
+        self.store.write("train_inputs", key, batch)  # before training_step can change the batch in place
         self._forward_outputs = []
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -224,8 +230,7 @@ class TrainingRecorder(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        key = (self._batch_step, self._micro_batch)
-        self._write_batch("train", key, batch, outputs)
+        self._write_outputs("train", (self._batch_step, self._micro_batch), outputs)
         step = trainer.global_step
         if step == self._batch_step:
             return
@@ -240,17 +245,29 @@ class TrainingRecorder(pl.Callback):
         self.store.write("final_weights", (trainer.global_step,), pl_module.state_dict())
 
     # --- validation ------------------------------------------------------------------------------------------
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            step = trainer.global_step
+            self._validation_pass = self._validation_pass + 1 if step == self._validation_step else 0
+            self._validation_step = step
+
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._forward_outputs = None if trainer.sanity_checking else []
+        if trainer.sanity_checking:
+            self._forward_outputs = None
+            return
+        self._forward_outputs = []
+        self.store.write("valid_inputs", self._validation_key(dataloader_idx, batch_idx), batch)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not trainer.sanity_checking:
-            self._write_batch("valid", (trainer.global_step, dataloader_idx, batch_idx), batch, outputs)
+            self._write_outputs("valid", self._validation_key(dataloader_idx, batch_idx), outputs)
 
-    def _write_batch(self, phase: str, key: Key, batch: Any, step_output: Any) -> None:
-        self.store.write(f"{phase}_inputs", key, batch)
+    def _validation_key(self, dataloader_idx: int, batch_idx: int) -> Key:
+        return (self._validation_step, self._validation_pass, dataloader_idx, batch_idx)
+
+    def _write_outputs(self, phase: str, key: Key, step_output: Any) -> None:
         self.store.write(f"{phase}_outputs", key, self._forward_outputs)
         self.store.write(f"{phase}_loss", key, _loss_of(step_output))
         self._forward_outputs = None

@@ -112,6 +112,8 @@ class Mutant:
 
     name: str
     bug: str
+    #: The broken recipe's hooks, or a complete module-level conformance class named ``Mutant_<name>`` (needed
+    #: when checks import the class in other processes).
     recipe: type
     kills: dict[str, str]
     may_also_fail: frozenset[str] = frozenset()
@@ -122,6 +124,9 @@ class Mutant:
         statuses = report.statuses()
         problems = []
         for check, phrase in self.kills.items():
+            if check not in statuses:
+                problems.append(f"{check} did not run: {report.format_text()[:300]}")
+                continue
             outcome = report.outcome(f"Mutant_{self.name}", check)
             if outcome.status != "failed":
                 problems.append(f"{check} should fail but is {outcome.status}")
@@ -137,7 +142,9 @@ class Mutant:
         return problems
 
     def conformance_class(self) -> type[unittest.TestCase]:
-        """A fresh StopAndGoConformance test class over this mutant's recipe."""
+        """The conformance test class: ``recipe`` itself if complete, else StopAndGoConformance over it."""
+        if issubclass(self.recipe, unittest.TestCase):
+            return self.recipe
         attributes = {"__module__": __name__, "__qualname__": f"Mutant_{self.name}", **self.settings}
         return type(f"Mutant_{self.name}", (self.recipe, StopAndGoConformance, unittest.TestCase), attributes)
 
@@ -164,7 +171,7 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rng_not_restored", "no RNG-state callback: dropout after the resume draws different masks",
         _recipe("NoRNGRecipe", make_callbacks=lambda cls: []),
-        kills={"test_rng_state": "first divergence at global step 4, micro-batch 0 (after the resume)",
+        kills={"test_rng_state": "first divergence at optimizer step 5, micro-batch 0 (after the resume)",
                "test_train_outputs": "after the resume", "test_train_loss": "after the resume",
                "test_final_weights": "ends with different weights"},
         may_also_fail=_WEIGHTS_DRIFT,
@@ -172,28 +179,28 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lr_scheduler_not_restored", "the LR scheduler's load_state_dict restores nothing",
         _recipe("ForgetfulSchedulerRecipe", model_class=GPTWithForgetfulScheduler),
-        kills={"test_lr_scheduler_state": "first divergence at global step 5",
-               "test_learning_rate": "first divergence at global step 6"},
+        kills={"test_lr_scheduler_state": "first divergence at optimizer step 5",
+               "test_learning_rate": "first divergence at optimizer step 6"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "datamodule_restarts_from_zero", "the data module ignores its saved state and replays from sample 0",
         _recipe("RestartingDataRecipe", datamodule_class=DataModuleIgnoringState),
         kills={"test_initial_consumed_samples": "replays data", "test_train_inputs": "after the resume",
-               "test_consumed_samples": "first divergence at global step 5"},
+               "test_consumed_samples": "first divergence at optimizer step 5"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "optimizer_state_lost", "checkpoints drop the AdamW moments",
         _recipe("ColdOptimizerRecipe", model_class=GPTStrippingOptimizerState),
-        kills={"test_optimizer_state": "first divergence at global step 5",
+        kills={"test_optimizer_state": "first divergence at optimizer step 5",
                "test_checkpoint_contents": "'optimizer_states' differs"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "init_global_step_forgotten", "consumed samples counted from global step 0 after a resume",
         _recipe("DoubleCountingRecipe", datamodule_class=DataModuleWithoutInitGlobalStep),
-        kills={"test_consumed_samples": "first divergence at global step 5",
+        kills={"test_consumed_samples": "first divergence at optimizer step 5",
                "test_initial_consumed_samples": "skips data"},
     ),
     Mutant(
@@ -205,7 +212,7 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "loop_state_dropped", "checkpoints without loop state: the resumed run restarts at global step 0",
         _recipe("NoLoopStateRecipe", model_class=GPTStrippingLoopState),
-        kills={"test_global_step": "recorded global step 1", "test_checkpoint_contents": "'loops' is missing"},
+        kills={"test_global_step": "recorded optimizer step 1", "test_checkpoint_contents": "'loops' is missing"},
         may_also_fail=_WEIGHTS_DRIFT | {"test_learning_rate", "test_lr_scheduler_state", "test_consumed_samples",
                                         "test_initial_consumed_samples", "test_rng_state", "test_train_inputs",
                                         "test_valid_inputs", "test_runs_trained"},
@@ -233,8 +240,8 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
 )
 
 
-def kill_table(mutants: tuple[Mutant, ...] = STOP_AND_GO_MUTANTS) -> str:
-    """Run every mutant and tabulate which intended checks failed; ends with the kill rate."""
+def kill_table(mutants: tuple[Mutant, ...], suite: type) -> str:
+    """Run every mutant and tabulate which intended checks failed; ends with the kill rate and check coverage."""
     lines, killed = [], 0
     for mutant in mutants:
         report = run_classes([mutant.conformance_class()])
@@ -246,13 +253,17 @@ def kill_table(mutants: tuple[Mutant, ...] = STOP_AND_GO_MUTANTS) -> str:
         lines.extend(f"          {problem}" for problem in problems)
     lines.append(f"kill rate: {killed}/{len(mutants)}")
     covered = {check for mutant in mutants for check in mutant.kills}
-    uncovered = sorted(set(StopAndGoConformance.check_names()) - covered)
-    lines.append(f"checks with an intended mutant: {len(covered)}/{len(StopAndGoConformance.check_names())}"
+    uncovered = sorted(set(suite.check_names()) - covered)
+    lines.append(f"checks of {suite.__name__} with an intended mutant: {len(covered)}/{len(suite.check_names())}"
                  + (f"; without: {', '.join(uncovered)}" if uncovered else ""))
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    table = kill_table()
+    from conformance import DataModuleResumeConformance
+    from reference_models.datamodule_mutants import DATAMODULE_MUTANTS
+
+    table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
+                       kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance)])
     print(table)
     sys.exit(0 if "SURVIVED" not in table else 1)

@@ -44,7 +44,7 @@ class TestCertifyCommand(unittest.TestCase):
         with folder:
             self.assertEqual(process.returncode, 1)
             self.assertIn("FAIL   test_rng_state", process.stdout)
-            self.assertIn("first divergence at global step 4, micro-batch 0", process.stdout + process.stderr)
+            self.assertIn("first divergence at optimizer step 5, micro-batch 0", process.stdout + process.stderr)
             suites = ElementTree.parse(output / "report.xml").getroot()
             failures = [case.get("name") for case in suites.iter("testcase") if case.find("failure") is not None]
             self.assertIn("test_rng_state", failures)

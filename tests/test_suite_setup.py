@@ -80,6 +80,8 @@ class TestSettingsValidation(unittest.TestCase):
         for tolerances, phrase in [
             ({"test_train_los": {"atol": 1}}, "unknown check 'test_train_los'"),
             ({"test_train_loss": {"absolute": 1}}, "must be a dict with keys among"),
+            ({"test_train_loss": {"atol": -1}}, "['atol'] must be a non-negative number"),
+            ({"test_train_loss": {"paths": {"*": 3}}}, "must map glob strings to (atol, rtol) pairs"),
         ]:
             with self.subTest(tolerances=tolerances):
                 cls = type("Bad", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {"tolerances": tolerances})
@@ -102,6 +104,10 @@ class TestSettingsValidation(unittest.TestCase):
         self.assertEqual((options["atol"], options["rtol"]), (1e-3, 0.1))
         self.assertEqual(options["path_tolerances"]["*exp_avg*"], conformance.Tolerance(1, 2))
         self.assertEqual(cls.comparison_options("test_rng_state"), {"atol": 1e-3, "rtol": None})
+        plain = type("Plain", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {})
+        self.assertEqual(plain.comparison_options("test_optimizer_state"), {"atol": 0.0, "rtol": None},
+                         "optimizer state is compared relatively by default (tiny second moments)")
+        self.assertEqual(cls.comparison_options("test_optimizer_state")["atol"], 1e-3, "the adopter's value wins")
 
 
 class TestExpectedFailures(unittest.TestCase):

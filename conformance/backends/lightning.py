@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from conformance.records import RecordStore, TrainingRecorder
@@ -39,11 +40,11 @@ __all__ = [
 KIT_OWNED_TRAINER_KWARGS = frozenset({"max_steps", "max_epochs", "callbacks", "default_root_dir"})
 
 #: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them.
+#: ``enable_checkpointing`` follows whether the recipe's callbacks include a checkpoint callback.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "cpu",
     "devices": 1,
     "logger": False,
-    "enable_checkpointing": False,
     "enable_progress_bar": False,
     "enable_model_summary": False,
     "num_sanity_val_steps": 0,
@@ -162,20 +163,40 @@ def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: 
         callbacks.append(ProgressPrinter(name, max_steps))
     started = time.perf_counter()
     error = None
-    with quiet_lightning():
-        pl.seed_everything(seed, workers=True, verbose=False)
-        model = recipe.make_model()
-        datamodule = recipe.make_datamodule()
-        kwargs = {**TRAINER_DEFAULTS, **recipe.trainer_kwargs()}
-        trainer = pl.Trainer(**kwargs, max_steps=max_steps, max_epochs=-1, callbacks=callbacks,
-                             default_root_dir=run_dir)
+    with quiet_lightning(), _seed_environment_restored():
         try:
+            pl.seed_everything(seed, verbose=False)
+            model = recipe.make_model()
+            datamodule = recipe.make_datamodule()
+            has_checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
+            kwargs = {**TRAINER_DEFAULTS, "enable_checkpointing": has_checkpointing, **recipe.trainer_kwargs()}
+            trainer = pl.Trainer(**kwargs, max_steps=max_steps, max_epochs=-1, callbacks=callbacks,
+                                 default_root_dir=run_dir)
+            if trainer.world_size != 1:
+                raise NotImplementedError(
+                    f"this run has world size {trainer.world_size}; stop-and-go runs are single-process for now "
+                    "(records are not yet kept per rank): set devices=1 in trainer_kwargs()"
+                )
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
         except SimulatedPreemption:
             pass
         except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     return RunOutcome(name, store, error, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _seed_environment_restored() -> Iterator[None]:
+    """``seed_everything`` exports the seed to the environment; keep that from leaking past a kit run."""
+    saved = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

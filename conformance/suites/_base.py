@@ -171,19 +171,29 @@ class ConformanceSuite:
                                 f"{', '.join(cls.check_names())}")
             elif not isinstance(settings, Mapping) or not set(settings) <= _TOLERANCE_KEYS:
                 problems.append(f"tolerances['{name}'] must be a dict with keys among {sorted(_TOLERANCE_KEYS)}")
+            else:
+                problems += _tolerance_value_problems(f"tolerances['{name}']", settings)
         for name in ("atol", "rtol"):
             value = getattr(cls, name)
-            if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
+            if value is not None and not _is_tolerance(value):
                 problems.append(f"{name} must be None or a non-negative number, got {value!r}")
         return problems
 
     # --- helpers for checks --------------------------------------------------------------------------------
+    #: The suite's own per-check defaults, under the adopter's ``atol``/``rtol`` and ``tolerances``.
+    default_tolerances: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
     @classmethod
     def comparison_options(cls, check: str) -> dict[str, Any]:
-        """Keyword arguments for :func:`conformance.compare.compare` in ``check``."""
-        settings = dict(cls.tolerances.get(check, {}))
+        """Keyword arguments for :func:`conformance.compare.compare` in ``check``.
+
+        Precedence: ``tolerances[check]``, then the class-wide ``atol``/``rtol``, then the suite's
+        ``default_tolerances[check]``, then the comparator's per-dtype defaults.
+        """
+        class_wide = {name: getattr(cls, name) for name in ("atol", "rtol") if getattr(cls, name) is not None}
+        settings = {**cls.default_tolerances.get(check, {}), **class_wide, **cls.tolerances.get(check, {})}
         paths = settings.pop("paths", None)
-        options: dict[str, Any] = {"atol": cls.atol, "rtol": cls.rtol, **settings}
+        options: dict[str, Any] = {"atol": None, "rtol": None, **settings}
         if paths:
             options["path_tolerances"] = {pattern: Tolerance(*pair) for pattern, pair in paths.items()}
         return options
@@ -191,6 +201,23 @@ class ConformanceSuite:
     def note_detail(self, check: str, worst: LeafStat | None, summary: str) -> None:
         """Remember what ``check`` measured, for the report of the ``certify`` command."""
         type(self).check_details[check] = CheckDetail(worst, summary)
+
+
+def _tolerance_value_problems(where: str, settings: Mapping[str, Any]) -> list[str]:
+    """Problems with the values of one check's tolerance settings."""
+    problems = [f"{where}['{name}'] must be a non-negative number, got {settings[name]!r}"
+                for name in ("atol", "rtol") if name in settings and not _is_tolerance(settings[name])]
+    paths = settings.get("paths", {})
+    if not isinstance(paths, Mapping) or not all(
+            isinstance(pattern, str) and isinstance(pair, (tuple, list)) and len(pair) == 2
+            and all(_is_tolerance(value) for value in pair) for pattern, pair in paths.items()):
+        problems.append(f"{where}['paths'] must map glob strings to (atol, rtol) pairs of non-negative numbers, "
+                        f"got {paths!r}")
+    return problems
+
+
+def _is_tolerance(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def suite_checks(suite: type) -> dict[str, Callable[..., None]]:

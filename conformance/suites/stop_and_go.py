@@ -53,6 +53,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     #: "crash": an exception right after the checkpoint, as a preempted job dies; "clean": the trainer stops.
     interruption: ClassVar[Literal["clean", "crash"]] = "crash"
 
+    #: Adam's second moments are often ~1e-5 or smaller, below float32's default atol: compare them relatively.
+    default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_optimizer_state": {"atol": 0.0}}
+
     continuous: ClassVar[RunOutcome]
     interrupted: ClassVar[RunOutcome]
     resumed: ClassVar[RunOutcome]
@@ -90,7 +93,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     # --- the checks ----------------------------------------------------------------------------------------
     def test_runs_trained(self) -> None:
-        """Each run trained the steps it should, with finite losses, and the weights moved."""
+        """Every run recorded optimizer steps and finite losses without failing, and the weights moved."""
         expected_steps = {
             self.continuous: (1, self.num_steps),
             self.interrupted: (1, self.stop_step),
@@ -135,7 +138,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         self._require_runs(check)
         expected = self._read_one(check, self.continuous, "consumed_samples", (self.stop_step,))
         actual = self._read_one(check, self.resumed, "start", (self.stop_step,))["consumed_samples"]
-        if expected is None:
+        if expected is None or actual is None:
             raise AssertionError(f"{check}: {_HINTS['consumed_samples']}")
         self.note_detail(check, None, f"resumed at {actual} consumed samples, expected {expected}")
         if actual != expected:

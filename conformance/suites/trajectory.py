@@ -19,13 +19,15 @@ __all__ = ["StreamComparison", "compare_stream", "describe_key"]
 BEFORE = "before the interruption"
 AFTER = "after the resume"
 
-_KEY_FIELDS = {1: ("global step",), 2: ("global step", "micro-batch"), 3: ("global step", "dataloader", "batch")}
-
-
 def describe_key(key: Key) -> str:
-    """A record key in words, e.g. ``global step 5, micro-batch 1``."""
-    names = _KEY_FIELDS.get(len(key), tuple(f"key[{i}]" for i in range(len(key))))
-    return ", ".join(f"{name} {value}" for name, value in zip(names, key))
+    """A record key (see :mod:`conformance.records`) in words, counting optimizer steps from 1."""
+    if len(key) == 1:
+        return f"optimizer step {key[0]}"
+    if len(key) == 2:
+        return f"optimizer step {key[0] + 1}, micro-batch {key[1]}"
+    if len(key) == 4:
+        return f"the validation after optimizer step {key[0]} (pass {key[1]}), dataloader {key[2]}, batch {key[3]}"
+    return f"record {key}"
 
 
 @dataclass
@@ -75,9 +77,9 @@ class StreamComparison:
 
 
 def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStore, resumed: RecordStore, *,
-                   options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False,
-                   value: Callable[[Any], Any] = lambda record: record) -> StreamComparison:
-    """Compare ``stream`` record by record; ``value`` picks what to compare out of each record."""
+                   options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False
+                   ) -> StreamComparison:
+    """Compare ``stream`` record by record, the continuous run's records being the expected values."""
     outcome = StreamComparison(stream)
     trajectory: dict[Key, tuple[RecordStore, str]] = {key: (interrupted, BEFORE) for key in interrupted.keys(stream)}
     for key in resumed.keys(stream):
@@ -91,7 +93,7 @@ def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStor
         if key not in trajectory:
             continue
         store, segment = trajectory[key]
-        result = compare(value(store.read(stream, key)), value(continuous.read(stream, key)), **options)
+        result = compare(store.read(stream, key), continuous.read(stream, key), **options)
         outcome.compared += 1
         if result.worst is not None and (outcome.worst is None or result.worst.usage > outcome.worst.usage):
             outcome.worst = result.worst
