@@ -14,7 +14,7 @@ global stream therefore depends only on the global batch size, never on the numb
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -132,13 +132,21 @@ class ResumableDataModule:
 
     micro_batch_size: int
     global_batch_size: int
+    #: Resuming on a different number of data-parallel ranks is refused with a clear error (see
+    #: ``resumable_train_dataloader``); the global sample order itself does not depend on the rank count.
+    supports_elastic_resume: ClassVar[bool] = False
     _loaded_consumed_samples: int | None = None
+    _loaded_data_parallel_size: int | None = None
     _loader_consumed_samples: int = 0
     _loader_global_step: int | None = None
 
     def state_dict(self) -> dict[str, int]:
-        """The resume state: consumed samples and the global batch size they were counted in."""
-        return {"consumed_samples": self.consumed_samples, "global_batch_size": self.global_batch_size}
+        """The resume state: consumed samples, and the global batch size and data-parallel size of the run."""
+        return {
+            "consumed_samples": self.consumed_samples,
+            "global_batch_size": self.global_batch_size,
+            "data_parallel_size": resolve_data_parallel(getattr(self, "trainer", None))[1],
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore consumed samples saved by :meth:`state_dict`; the next train loader starts right after them."""
@@ -151,6 +159,7 @@ class ResumableDataModule:
             f"but this data module uses {self.global_batch_size}; resume with the same global batch size",
         )
         self._loaded_consumed_samples = int(state_dict["consumed_samples"])
+        self._loaded_data_parallel_size = state_dict.get("data_parallel_size")
 
     @property
     def consumed_samples(self) -> int:
@@ -165,7 +174,11 @@ class ResumableDataModule:
     def resumable_train_dataloader(
         self, dataset: Dataset, *, shuffle: bool = False, seed: int = 0, **loader_kwargs: Any
     ) -> DataLoader:
-        """A train loader that resumes at :attr:`consumed_samples`; call it from ``train_dataloader()``."""
+        """A train loader that resumes at :attr:`consumed_samples`; call it from ``train_dataloader()``.
+
+        Raises ``ValueError`` when resuming on a different data-parallel size (see ``supports_elastic_resume``).
+        """
+        self._refuse_elastic_resume()
         self._loader_consumed_samples = self.consumed_samples
         self._loader_global_step = self._trainer_global_step()
         self._loaded_consumed_samples = None
@@ -184,6 +197,16 @@ class ResumableDataModule:
             data_parallel_rank=rank, data_parallel_size=size, shuffle=shuffle, seed=seed, drop_last=drop_last,
         )
         return DataLoader(dataset, batch_sampler=sampler, **loader_kwargs)
+
+    def _refuse_elastic_resume(self) -> None:
+        saved, self._loaded_data_parallel_size = self._loaded_data_parallel_size, None
+        current = resolve_data_parallel(getattr(self, "trainer", None))[1]
+        _require(
+            saved is None or int(saved) == current,
+            f"{type(self).__name__}: the checkpoint was saved on {saved} data-parallel rank(s) and this run has "
+            f"{current}. The sample order would carry over, but Lightning restores its position within the epoch "
+            f"in micro-batches per rank, which change with the number of ranks; resume on {saved} rank(s)",
+        )
 
     def _trainer_global_step(self) -> int:
         trainer = getattr(self, "trainer", None)

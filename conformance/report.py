@@ -194,13 +194,15 @@ def _names(test: Any) -> tuple[str, str]:
     return where.strip("()").rsplit(".", 1)[-1], hook
 
 
-def run_classes(classes: Iterable[type[unittest.TestCase]], *, echo: TextIO | None = None) -> Report:
-    """Run every check of ``classes`` (each class's runs happen once) and collect a :class:`Report`."""
+def run_classes(classes: Iterable[type[unittest.TestCase]], *, echo: TextIO | None = None,
+                checks: Iterable[str] | None = None) -> Report:
+    """Run the checks (all, or those named in ``checks``) of ``classes`` and collect a :class:`Report`."""
     result = _CollectingResult(echo)
     loader = unittest.TestLoader()
     for cls in classes:
         if echo is not None:
             print(f"== {cls.__qualname__}", file=echo, flush=True)
-        unittest.TestSuite([loader.loadTestsFromTestCase(cls)]).run(result)
+        tests = loader.loadTestsFromTestCase(cls) if checks is None else [cls(name) for name in checks]
+        unittest.TestSuite(tests).run(result)
     return Report(result.outcomes)
 

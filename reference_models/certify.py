@@ -6,7 +6,6 @@ Each class is what a model author writes in their own repo: hooks, settings, mix
 from __future__ import annotations
 
 import unittest
-from typing import ClassVar
 
 import lightning
 
@@ -57,12 +56,6 @@ class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase)
 
 class TestSyntheticDataModuleResume(DataModuleResumeConformance, unittest.TestCase):
     """The reference data module: shuffled per epoch, 2 micro-batches per global batch, a dropped partial batch."""
-
-    expected_failures: ClassVar[dict[str, str]] = {
-        "test_elastic_resume": "Lightning restores its loop position in micro-batches; resuming mid-epoch on 2 ranks "
-                               "from a 1-rank checkpoint halves the micro-batches per epoch and ends the epoch early "
-                               "(2 -> 1 ranks works)",
-    }
 
     @classmethod
     def make_datamodule(cls) -> SyntheticDataModule:

@@ -77,9 +77,6 @@ class UnshardedBatches(IterableDataset):
         for indices in self.batch_sampler:
             yield default_collate([self.dataset[index] for index in indices])
 
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
-
 
 class DuplicatingWorkersDataModule(SyntheticDataModule):
     """Streams batches through an iterable dataset that every worker replays in full."""
@@ -106,6 +103,13 @@ class SetupBuiltSamplerDataModule(SyntheticDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._prebuilt
+
+
+class SilentlyElasticDataModule(SyntheticDataModule):
+    """Declares it does not support a different world size on resume, yet resumes there without a word."""
+
+    def _refuse_elastic_resume(self) -> None:
+        self._loaded_data_parallel_size = None
 
 
 class RankBlindDataModule(SyntheticDataModule):
@@ -136,13 +140,13 @@ Mutant_workers_duplicate_shard = _suite("workers_duplicate_shard", DuplicatingWo
 Mutant_validation_keeps_train_offset = _suite("validation_keeps_train_offset", TrainOffsetValidationDataModule)
 Mutant_sampler_built_in_setup = _suite("sampler_built_in_setup", SetupBuiltSamplerDataModule)
 Mutant_ranks_share_samples = _suite("ranks_share_samples", RankBlindDataModule)
+Mutant_elastic_resume_not_refused = _suite("elastic_resume_not_refused", SilentlyElasticDataModule)
 
-#: Mid-epoch resume from 1 onto 2 ranks fails for the reference data module too (see reference_models.certify).
-_KNOWN_GAP = frozenset({"test_elastic_resume"})
 #: What a data module that resumes at the wrong place also breaks.
-_REPLAY = _KNOWN_GAP | {"test_resume_continues_exactly", "test_no_sample_repeated_or_skipped",
+_REPLAY = frozenset({"test_resume_continues_exactly", "test_no_sample_repeated_or_skipped",
                         "test_repeated_resumes", "test_state_restored_before_first_batch", "test_num_workers",
-                        "test_multi_epoch_shuffle", "test_data_parallel_streams", "test_checkpoint_state"}
+                        "test_multi_epoch_shuffle", "test_data_parallel_streams", "test_checkpoint_state",
+                        "test_elastic_resume"})
 
 DATAMODULE_MUTANTS: tuple[Mutant, ...] = (
     Mutant("state_dict_empty", "state_dict() returns {}: nothing is checkpointed, resume replays from sample 0",
@@ -162,19 +166,22 @@ DATAMODULE_MUTANTS: tuple[Mutant, ...] = (
            may_also_fail=_REPLAY),
     Mutant("shuffle_without_epoch", "the shuffle is seeded without the epoch: every epoch has the same order",
            Mutant_shuffle_without_epoch,
-           kills={"test_multi_epoch_shuffle": "the shuffle ignores the epoch"}, may_also_fail=_KNOWN_GAP),
+           kills={"test_multi_epoch_shuffle": "the shuffle ignores the epoch"}),
     Mutant("workers_duplicate_shard", "each loader worker yields the whole shard: duplicates with num_workers > 0",
            Mutant_workers_duplicate_shard,
-           kills={"test_num_workers": "num_workers=2"}, may_also_fail=_KNOWN_GAP),
+           kills={"test_num_workers": "num_workers=2"}),
     Mutant("validation_keeps_train_offset", "validation starts at the training position after a resume",
            Mutant_validation_keeps_train_offset,
-           kills={"test_validation_starts_at_first_sample": "resumed"}, may_also_fail=_KNOWN_GAP),
+           kills={"test_validation_starts_at_first_sample": "resumed"}),
     Mutant("sampler_built_in_setup", "the train loader is built in setup(), before Lightning restores the state",
            Mutant_sampler_built_in_setup,
            kills={"test_state_restored_before_first_batch": "the state was applied after the loader was built"},
            may_also_fail=_REPLAY),
+    Mutant("elastic_resume_not_refused", "declares no elastic resume, yet resumes 1 -> 2 ranks on a shifted epoch",
+           Mutant_elastic_resume_not_refused,
+           kills={"test_elastic_resume": "resumed without an error"}),
     Mutant("ranks_share_samples", "every data-parallel rank reads rank 0's shard",
            Mutant_ranks_share_samples,
            kills={"test_data_parallel_streams": "ranks share samples"},
-           may_also_fail=_KNOWN_GAP),
+           may_also_fail=frozenset({"test_elastic_resume"})),
 )

@@ -92,7 +92,8 @@ class TestResumableDataModule(unittest.TestCase):
     def test_consumed_samples_follow_the_global_step_since_the_loader_was_built(self) -> None:
         datamodule = SyntheticDataModule()
         trainer = self.attach(datamodule, 0)
-        self.assertEqual(datamodule.state_dict(), {"consumed_samples": 0, "global_batch_size": 8})
+        self.assertEqual(datamodule.state_dict(),
+                         {"consumed_samples": 0, "global_batch_size": 8, "data_parallel_size": 1})
         datamodule.train_dataloader()
         trainer.global_step = 3
         self.assertEqual(datamodule.consumed_samples, 24)
@@ -127,6 +128,15 @@ class TestResumableDataModule(unittest.TestCase):
         self.attach(datamodule, 4)
         datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8})
         self.assertEqual(next(iter(datamodule.val_dataloader()))["idx"].tolist(), [0, 1, 2, 3])
+
+    def test_resuming_on_another_data_parallel_size_is_refused_clearly(self) -> None:
+        datamodule = SyntheticDataModule()
+        self.attach(datamodule, 4)
+        datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8, "data_parallel_size": 2})
+        with self.assertRaises(ValueError) as caught:
+            datamodule.train_dataloader()
+        self.assertIn("saved on 2 data-parallel rank(s) and this run has 1", str(caught.exception))
+        self.assertFalse(SyntheticDataModule.supports_elastic_resume)
 
     def test_state_saved_with_another_global_batch_size_is_refused(self) -> None:
         with self.assertRaises(ValueError) as caught:

@@ -36,7 +36,7 @@ from conformance.backends.lightning import (
     quiet_lightning,
 )
 
-__all__ = ["ProbeLog", "ProbePlan", "run_probe"]
+__all__ = ["ProbeLog", "ProbePlan", "accumulation_steps", "importable_name", "run_probe"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ def run_probe(recipe: type, plan: ProbePlan) -> list[ProbeLog]:
     """Run ``plan`` on ``recipe`` (a class with ``make_datamodule``/``sample_ids`` hooks); one log per rank."""
     if plan.world_size == 1:
         return [_run_rank(recipe, plan, rank=0)]
+    try:
+        accumulation_steps(recipe.make_datamodule(), plan.world_size)  # fail fast, before starting processes
+    except (AttributeError, ValueError) as exc:
+        return [ProbeLog(rank=rank, error=f"{type(exc).__name__}: {exc}") for rank in range(plan.world_size)]
     return _run_ranks_in_processes(recipe, plan)
 
 
@@ -99,13 +103,7 @@ def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
         datamodule = recipe.make_datamodule()
         if plan.num_workers is not None:
             recipe.set_num_workers(datamodule, plan.num_workers)
-        micro, global_ = _batch_sizes(datamodule)
-        accumulation, remainder = divmod(global_, micro * plan.world_size)
-        if remainder or accumulation == 0:
-            raise ValueError(
-                f"global_batch_size {global_} is not a multiple of micro_batch_size x world size = {micro} x "
-                f"{plan.world_size}; choose sizes that divide"
-            )
+        accumulation = accumulation_steps(datamodule, plan.world_size)
         callbacks: list[pl.Callback] = [StallGuard()]
         if plan.stop_after_step is not None:
             callbacks.append(InterruptAfterStep(Interruption(plan.stop_after_step, "crash", Path(plan.checkpoint))))
@@ -130,14 +128,22 @@ def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
     return log
 
 
-def _batch_sizes(datamodule: Any) -> tuple[int, int]:
+def accumulation_steps(datamodule: Any, world_size: int) -> int:
+    """Micro-batches per optimizer step on each of ``world_size`` ranks; raises if the sizes do not divide."""
     missing = [name for name in ("micro_batch_size", "global_batch_size") if not hasattr(datamodule, name)]
     if missing:
         raise AttributeError(
             f"{type(datamodule).__qualname__} has no {' or '.join(missing)}: data-module conformance needs "
             "Megatron-style batch sizes; set micro_batch_size and global_batch_size as attributes"
         )
-    return int(datamodule.micro_batch_size), int(datamodule.global_batch_size)
+    micro, global_ = int(datamodule.micro_batch_size), int(datamodule.global_batch_size)
+    accumulation, remainder = divmod(global_, micro * world_size)
+    if remainder or accumulation == 0:
+        raise ValueError(
+            f"global_batch_size {global_} is not a multiple of micro_batch_size x world size = {micro} x "
+            f"{world_size}: this world size cannot split the global batch; choose sizes that divide"
+        )
+    return accumulation
 
 
 # --- multi-process runs ----------------------------------------------------------------------------------------
