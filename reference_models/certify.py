@@ -57,6 +57,11 @@ class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase)
 class TestSyntheticDataModuleResume(DataModuleResumeConformance, unittest.TestCase):
     """The reference data module: shuffled per epoch, 2 micro-batches per global batch, a dropped partial batch."""
 
+    expected_failures = _broken_by_old_lightning(
+        "test_resume_continues_exactly", "test_no_sample_repeated_or_skipped", "test_num_workers",
+        "test_multi_epoch_shuffle", "test_repeated_resumes", "test_state_restored_before_first_batch",
+    )
+
     @classmethod
     def make_datamodule(cls) -> SyntheticDataModule:
         return SyntheticDataModule()

@@ -8,6 +8,7 @@ from parameterized import parameterized
 
 from conformance import DataModuleResumeConformance
 from conformance.report import run_classes
+from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
 from reference_models.datamodule_mutants import DATAMODULE_MUTANTS, Mutant
 
 
@@ -15,6 +16,9 @@ def _mutant_name(function, index, params) -> str:
     return f"{function.__name__}_{params.args[0].name}"
 
 
+@unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY,
+                 "on Lightning < 2.5 the reference data module itself fails six checks (Lightning resumes one "
+                 "micro-batch early), so mutant kill sets are not measurable there")
 class TestDataModuleMutants(unittest.TestCase):
     @parameterized.expand([(mutant,) for mutant in DATAMODULE_MUTANTS], name_func=_mutant_name)
     def test_killed(self, mutant: Mutant) -> None:

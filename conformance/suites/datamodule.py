@@ -87,12 +87,14 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def _crash_and_resume(cls, step: int, checkpoint_name: str, *, world_size: int = 1,
-                          resume_world_size: int | None = None) -> tuple[list[ProbeLog], list[ProbeLog]]:
+                          resume_world_size: int | None = None, num_workers: int | None = None,
+                          ) -> tuple[list[ProbeLog], list[ProbeLog]]:
+        """Crash after ``step`` (checkpoint in the class's work folder), then resume, possibly on other ranks."""
         checkpoint = str(cls._work_dir / checkpoint_name)
-        interrupted = run_probe(cls, ProbePlan(cls.num_epochs, world_size=world_size, stop_after_step=step,
-                                               checkpoint=checkpoint))
+        interrupted = run_probe(cls, ProbePlan(cls.num_epochs, world_size=world_size, num_workers=num_workers,
+                                               stop_after_step=step, checkpoint=checkpoint))
         resumed = run_probe(cls, ProbePlan(cls.num_epochs, world_size=resume_world_size or world_size,
-                                           resume_from=checkpoint))
+                                           num_workers=num_workers, resume_from=checkpoint))
         return interrupted, resumed
 
     # --- the checks ----------------------------------------------------------------------------------------
@@ -135,10 +137,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         for workers in (0, 2):
             label = f"num_workers={workers}"
             whole = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers))
-            interrupted = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers, stop_after_step=step,
-                                                    checkpoint=str(self._work_dir / f"workers{workers}.ckpt")))
-            resumed = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers,
-                                                resume_from=str(self._work_dir / f"workers{workers}.ckpt")))
+            interrupted, resumed = self._crash_and_resume(step, f"workers{workers}.ckpt", num_workers=workers)
             problems += self._stream_problems(f"{label}, uninterrupted", expected, whole, ordered=True)
             problems += self._trajectory_problems(f"{label}, mid_epoch", expected, interrupted, resumed,
                                                   ordered=True)
