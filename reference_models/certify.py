@@ -45,6 +45,18 @@ class TestTinyGPTCleanStopAtEpochEnd(GPTRecipe, StopAndGoConformance, unittest.T
     expected_failures = _broken_by_old_lightning(*_DRIFT, "test_global_step")
 
 
+class TestTinyGPTValidatingEveryMicroBatch(GPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """GPT validating after every micro-batch: several validations share one optimizer step."""
+
+    num_steps = 6
+    stop_step = 3
+    expected_failures = _broken_by_old_lightning(*_DRIFT, "test_valid_inputs")
+
+    @classmethod
+    def trainer_kwargs(cls) -> dict:
+        return {**GPTRecipe.trainer_kwargs(), "val_check_interval": 1}
+
+
 class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase):
     """BERT with random masking from the global RNG, crash after step 3."""
 

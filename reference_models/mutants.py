@@ -52,6 +52,15 @@ class GPTStrippingOptimizerState(TinyGPT):
             optimizer_state["state"] = {}
 
 
+class GPTLosingSecondMoments(TinyGPT):
+    """Resets Adam's second moments when loading a checkpoint (e.g. a converter that drops "unused" buffers)."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for optimizer_state in checkpoint["optimizer_states"]:
+            for parameter_state in optimizer_state["state"].values():
+                parameter_state["exp_avg_sq"] = torch.zeros_like(parameter_state["exp_avg_sq"])
+
+
 class GPTStrippingLoopState(TinyGPT):
     """Exports "portable" checkpoints without the trainer's loop state: the resumed run restarts at step 0."""
 
@@ -195,6 +204,13 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
         _recipe("ColdOptimizerRecipe", model_class=GPTStrippingOptimizerState),
         kills={"test_optimizer_state": "first divergence at optimizer step 5",
                "test_checkpoint_contents": "'optimizer_states' differs"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "adam_second_moments_lost", "Adam's exp_avg_sq is zeroed on load (values ~1e-5, below float32's atol)",
+        _recipe("LostSecondMomentsRecipe", model_class=GPTLosingSecondMoments),
+        kills={"test_optimizer_state": "first divergence at optimizer step 5 (after the resume); 4 of 8 compared "
+                                       "records of 'optimizer_state' differ; root[0]['state'][0]['exp_avg_sq']"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(

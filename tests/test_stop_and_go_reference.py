@@ -4,4 +4,5 @@ from reference_models.certify import (  # noqa: F401 - imported to be collected 
     TestTinyBERTStopAndGo,
     TestTinyGPTCleanStopAtEpochEnd,
     TestTinyGPTStopAndGo,
+    TestTinyGPTValidatingEveryMicroBatch,
 )
