@@ -47,6 +47,9 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     #: Epochs of the uninterrupted reference run (at least 2: resume must also work in a later epoch).
     num_epochs: ClassVar[int] = 2
 
+    datamodule_state_key: ClassVar[str]
+    datamodule_global_batch_size: ClassVar[int | None]
+    datamodule_refuses_elastic_resume: ClassVar[bool]
     reference: ClassVar[list[ProbeLog]]
     interrupt_points: ClassVar[dict[str, int]]
     interrupted: ClassVar[dict[str, list[ProbeLog]]]
@@ -78,6 +81,10 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     @classmethod
     def prepare(cls) -> None:
         """The uninterrupted reference, then a crash and a resume at each interrupt point."""
+        sample = cls.make_datamodule()
+        cls.datamodule_state_key = type(sample).__qualname__
+        cls.datamodule_global_batch_size = getattr(sample, "global_batch_size", None)
+        cls.datamodule_refuses_elastic_resume = getattr(sample, "supports_elastic_resume", True) is False
         cls.reference = run_probe(cls, ProbePlan(max_epochs=cls.num_epochs))
         cls.interrupted, cls.resumed, cls.interrupt_points = {}, {}, {}
         if cls.reference[0].error is None:
@@ -178,12 +185,9 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             drawn = {s: ids for s, ids in step_samples(logs).items() if start <= s <= stop}
             problems += _compare_steps(f"steps {start}..{stop}", drawn,
                                        {s: ids for s, ids in expected.items() if start <= s <= stop}, ordered=True)
-        gbs = self._global_batch_size()
         for logs, resumed_at in ((after_first, first), (final, second)):
-            consumed = (logs[0].start_state or {}).get("consumed_samples")
-            if consumed != resumed_at * gbs:
-                problems.append(f"after resuming at step {resumed_at} the data module reports consumed_samples="
-                                f"{consumed}, expected {resumed_at} x {gbs} = {resumed_at * gbs}")
+            problems += self._consumed_problems(f"after resuming at step {resumed_at} the data module reports",
+                                                resumed_at, (logs[0].start_state or {}).get("consumed_samples"))
         self._conclude(check, problems, f"resumed after steps {first} and {second}")
 
     def test_validation_starts_at_first_sample(self) -> None:
@@ -209,12 +213,11 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         """The data module's state is in each checkpoint, small, JSON-serialisable, and counts step x batch."""
         check = "test_checkpoint_state"
         self._reference_steps(check)
-        gbs = self._global_batch_size()
         problems = []
         for name, step in self.interrupt_points.items():
             self._require_ok(check, self.interrupted[name], name)
             checkpoint = torch.load(self._work_dir / f"{name}.ckpt", map_location="cpu", weights_only=True)
-            state = checkpoint.get(self._datamodule_key())
+            state = checkpoint.get(self.datamodule_state_key)
             if state is None:
                 problems.append(f"{name}: no data-module state in the checkpoint (Lightning saves "
                                 "datamodule.state_dict() under the class name, and only when it is non-empty)")
@@ -228,24 +231,20 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             if size > MAX_STATE_BYTES:
                 problems.append(f"{name}: the data-module state is {size} bytes as JSON; keep it under "
                                 f"{MAX_STATE_BYTES} (store positions, not sample lists)")
-            if state.get("consumed_samples") != step * gbs:
-                problems.append(f"{name}: consumed_samples={state.get('consumed_samples')!r} in the checkpoint of "
-                                f"step {step}, expected {step} x {gbs} = {step * gbs}")
+            problems += self._consumed_problems(f"{name}: the checkpoint of step {step} holds", step,
+                                                state.get("consumed_samples"))
         self._conclude(check, problems, f"{len(self.interrupt_points)} checkpoints")
 
     def test_state_restored_before_first_batch(self) -> None:
         """When the resumed run starts training, the data module already reports the restored position."""
         check = "test_state_restored_before_first_batch"
         expected = self._reference_steps(check)
-        gbs = self._global_batch_size()
         problems = []
         for name, step in self.interrupt_points.items():
             logs = self.resumed[name]
             self._require_ok(check, logs, name)
-            consumed = (logs[0].start_state or {}).get("consumed_samples")
-            if consumed != step * gbs:
-                problems.append(f"{name}: at the start of the resumed run the data module reports "
-                                f"consumed_samples={consumed!r}, expected {step * gbs}")
+            problems += self._consumed_problems(f"{name}: at the start of the resumed run the data module reports",
+                                                step, (logs[0].start_state or {}).get("consumed_samples"))
             first = step_samples(logs).get(step + 1)
             if first != expected.get(step + 1):
                 problems.append(f"{name}: the first resumed step drew {_ids(first or [])}, expected "
@@ -278,7 +277,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                                                 resume_from=str(self._work_dir / "mid_epoch.ckpt"))))
         cases = {"2 -> 1 ranks": two_to_one, "1 -> 2 ranks": one_to_two}
         problems = []
-        if getattr(self.make_datamodule(), "supports_elastic_resume", True) is False:
+        if self.datamodule_refuses_elastic_resume:
             for label, (_, resumed) in cases.items():
                 if not any(log.error for log in resumed):
                     problems.append(f"{label}: the data module declares supports_elastic_resume = False but "
@@ -330,11 +329,13 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                 problems.append(f"{name}: at step {step} ranks share samples {_ids(sorted(shared))}")
         return problems
 
-    def _global_batch_size(self) -> int:
-        return int(self.make_datamodule().global_batch_size)
-
-    def _datamodule_key(self) -> str:
-        return type(self.make_datamodule()).__qualname__
+    def _consumed_problems(self, where: str, step: int, consumed: Any) -> list[str]:
+        """A problem unless ``consumed`` equals ``step`` global batches of samples."""
+        batch = self.datamodule_global_batch_size
+        expected = step * batch if batch is not None else None
+        if consumed == expected:
+            return []
+        return [f"{where} consumed_samples={consumed!r}, expected {step} x {batch} = {expected}"]
 
     def _conclude(self, check: str, problems: list[str], summary: str) -> None:
         self.note_detail(check, None, summary if not problems else f"{len(problems)} problems")
