@@ -47,6 +47,10 @@ class LanguageModelModule(pl.LightningModule):
         self.log("val_loss", loss, batch_size=len(batch["tokens"]))
         return loss
 
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """What a prediction writer stores: each sample's dataset index and the logits of every position."""
+        return {"idx": batch["idx"], "logits": self(batch["tokens"])}
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)

@@ -1,0 +1,44 @@
+"""Atomic file creation: write to a hidden temporary file beside the target, then rename it into place.
+
+A process that dies mid-write (exception, SIGKILL, a full disk) leaves the target absent or complete, never
+truncated. Leftover temporary files are recognisable by :data:`TEMP_PREFIX` and ignored by the reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["TEMP_PREFIX", "atomic_write", "is_temporary"]
+
+#: Name prefix of files that are still being written.
+TEMP_PREFIX = ".tmp-"
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is an unfinished temporary file of :func:`atomic_write`."""
+    return path.name.startswith(TEMP_PREFIX)
+
+
+@contextlib.contextmanager
+def atomic_write(target: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes ``target`` only when the block completes without an exception.
+
+    ``fsync`` also flushes the data to the device before the rename, so the file survives a power loss (a
+    process crash needs only the rename); it costs a disk round trip per file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{target.name}")
+    try:
+        with open(temporary, "wb") as stream:
+            yield stream
+            if fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,80 @@
+"""Names of prediction files: built by the writers, parsed by the reader and the layout check.
+
+The names of the ``.pt`` layout are those of BioNeMo's PredictionWriter, so its readers keep working::
+
+    [subdir_{n}/]predictions__rank_{global_rank}__dp_rank_{dp_rank}__batch_{batch_idx}.pt   (batch interval)
+    predictions__rank_{global_rank}__dp_rank_{dp_rank}.pt                                   (epoch interval)
+
+With several predict dataloaders every name gains ``__dataloader_{k}`` after the dp rank. Other files:
+``.safetensors`` beside ``.pt``; parquet shards ``...__shard_{s}.parquet`` each with ``...__shard_{s}.manifest.json``;
+and one ``predictions__rank_{g}__dp_rank_{d}.manifest.json`` per writing rank, written when its job completes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PredictionFile", "file_name", "is_subdir", "parse_file_name", "subdir_name"]
+
+_PATTERN = re.compile(
+    r"predictions__rank_(?P<rank>\d+)__dp_rank_(?P<dp_rank>\d+)(?:__dataloader_(?P<dataloader>\d+))?"
+    r"(?:__batch_(?P<batch>\d+)|__shard_(?P<shard>\d+))?(?P<suffix>\.pt|\.safetensors|\.parquet|\.manifest\.json)"
+)
+_SUBDIR = re.compile(r"subdir_\d+")
+
+
+@dataclass(frozen=True)
+class PredictionFile:
+    """What a prediction file's name says about it."""
+
+    rank: int
+    dp_rank: int
+    suffix: str  # ".pt", ".safetensors", ".parquet" or ".manifest.json"
+    dataloader_idx: int | None = None
+    batch_idx: int | None = None
+    shard: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """``batch``, ``epoch``, ``shard`` (data files), ``shard_manifest`` or ``rank_manifest``."""
+        if self.suffix == ".manifest.json":
+            return "shard_manifest" if self.shard is not None else "rank_manifest"
+        if self.batch_idx is not None:
+            return "batch"
+        return "shard" if self.shard is not None else "epoch"
+
+
+def file_name(file: PredictionFile) -> str:
+    """The file name that :func:`parse_file_name` reads back as ``file``."""
+    name = f"predictions__rank_{file.rank}__dp_rank_{file.dp_rank}"
+    if file.dataloader_idx is not None:
+        name += f"__dataloader_{file.dataloader_idx}"
+    if file.batch_idx is not None:
+        name += f"__batch_{file.batch_idx}"
+    if file.shard is not None:
+        name += f"__shard_{file.shard}"
+    return name + file.suffix
+
+
+def parse_file_name(path: Path) -> PredictionFile | None:
+    """The parsed name of a prediction file, or None for any other name."""
+    match = _PATTERN.fullmatch(path.name)
+    if match is None:
+        return None
+    number = {key: int(value) if value is not None else None for key, value in match.groupdict().items()
+              if key != "suffix"}
+    parsed = PredictionFile(number["rank"], number["dp_rank"], match["suffix"], number["dataloader"],
+                            number["batch"], number["shard"])
+    return parsed if file_name(parsed) == path.name else None  # refuses e.g. leading zeros
+
+
+def subdir_name(batch_idx: int, files_per_subdir: int) -> str:
+    """The sub-folder of a batch file: ``subdir_{batch_idx // files_per_subdir}``."""
+    return f"subdir_{batch_idx // files_per_subdir}"
+
+
+def is_subdir(path: Path) -> bool:
+    """Whether ``path`` is named like a ``files_per_subdir`` folder."""
+    return bool(_SUBDIR.fullmatch(path.name))

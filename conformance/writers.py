@@ -1,0 +1,172 @@
+"""PredictionWriter: streams ``trainer.predict`` outputs to ``.pt`` (BioNeMo-compatible names) or ``.safetensors``.
+
+Every file is written atomically and without pickling (:mod:`conformance.tensorfile`). Each stored prediction
+carries ``batch_idx`` and ``sample_ids`` (int64 tensors; one entry per batch file, one per row in epoch files) and
+a ``__metadata__`` dict of strings (kind, dataloader, collation dims). The epoch interval streams too: batches are
+spilled to a journal on disk and collated into the epoch file at the end, so memory does not grow with the job.
+Re-running a crashed job into the same folder skips the batches already written.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+
+from conformance.atomic import atomic_write
+from conformance.prediction_files import parse_file_name, subdir_name
+from conformance.spill import BatchSpill
+from conformance.tensorfile import FORMATS, tensor_entry, write_tensor_file
+from conformance.writer_base import FlatBatch, StreamingWriter
+
+__all__ = ["WRITE_INTERVALS", "PredictionWriter"]
+
+WRITE_INTERVALS = ("batch", "epoch", "batch_and_epoch")
+
+
+class PredictionWriter(StreamingWriter):
+    """Writes each batch's prediction, or each rank's collated epoch, or both, to ``output_dir``.
+
+    Args:
+        output_dir: the folder of the prediction files (created if needed).
+        write_interval: ``"batch"`` (one file per batch), ``"epoch"`` (one file per rank and dataloader) or
+            ``"batch_and_epoch"``.
+        format: ``"pt"`` (loads with ``torch.load(weights_only=True)``) or ``"safetensors"``.
+        files_per_subdir: put batch files into ``subdir_{batch_idx // files_per_subdir}`` folders.
+        save_all_model_parallel_ranks: also write from tensor/context-parallel ranks other than 0.
+        batch_dim_key_defaults / seq_dim_key_defaults: per-key batch and sequence dims for epoch collation.
+        pad_value: what shorter sequences are padded with in epoch files.
+        sample_ids: ``prediction -> ids``; default: Lightning's sampler indices, else an ``idx``-like key.
+        fsync: flush every file to the device before it is renamed into place (survives power loss).
+    """
+
+    settings_names: ClassVar[tuple[str, ...]] = (
+        "output_dir", "write_interval", "format", "files_per_subdir", "save_all_model_parallel_ranks",
+        "batch_dim_key_defaults", "seq_dim_key_defaults", "pad_value", "sample_ids", "fsync",
+    )
+
+    def __init__(self, output_dir: str | Path, write_interval: str = "batch", *, format: str = "pt",
+                 files_per_subdir: int | None = None, save_all_model_parallel_ranks: bool = False,
+                 batch_dim_key_defaults: dict[str, int] | None = None,
+                 seq_dim_key_defaults: dict[str, int] | None = None, pad_value: float = 0.0,
+                 sample_ids: Any = None, fsync: bool = False) -> None:
+        if write_interval not in WRITE_INTERVALS:
+            raise ValueError(f"write_interval={write_interval!r}; choose one of {', '.join(WRITE_INTERVALS)}")
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r}; choose one of {', '.join(FORMATS)}")
+        if files_per_subdir is not None and (not isinstance(files_per_subdir, int) or files_per_subdir < 1):
+            raise ValueError(f"files_per_subdir={files_per_subdir!r}; give a positive int, or None for one folder")
+        if files_per_subdir is not None and write_interval == "epoch":
+            raise ValueError("files_per_subdir sorts batch files into folders, but write_interval='epoch' writes "
+                             "no batch files: use write_interval='batch' or 'batch_and_epoch', or drop it")
+        super().__init__(output_dir, sample_ids=sample_ids, fsync=fsync,
+                         save_all_model_parallel_ranks=save_all_model_parallel_ranks,
+                         batch_dim_key_defaults=batch_dim_key_defaults, seq_dim_key_defaults=seq_dim_key_defaults)
+        self.write_interval = write_interval
+        self.format = format
+        self.files_per_subdir = files_per_subdir
+        self.pad_value = pad_value
+        self._batch_dim_key_defaults = batch_dim_key_defaults
+        self._seq_dim_key_defaults = seq_dim_key_defaults
+        self._spill: BatchSpill | None = None
+
+    def replace(self, **changes: Any) -> PredictionWriter:
+        """A new writer of the same class with some settings changed (used by the conformance checks)."""
+        current = {name: getattr(self, name) for name in self.settings_names
+                   if name not in ("batch_dim_key_defaults", "seq_dim_key_defaults")}
+        current["batch_dim_key_defaults"] = self._batch_dim_key_defaults
+        current["seq_dim_key_defaults"] = self._seq_dim_key_defaults
+        output_dir = current.pop("output_dir")
+        return type(self)(changes.pop("output_dir", output_dir), **{**current, **changes})
+
+    @property
+    def writes_batches(self) -> bool:
+        return self.write_interval in ("batch", "batch_and_epoch")
+
+    @property
+    def writes_epochs(self) -> bool:
+        return self.write_interval in ("epoch", "batch_and_epoch")
+
+    def settings(self) -> dict[str, Any]:
+        return {"format": self.format, "write_interval": self.write_interval,
+                "files_per_subdir": self.files_per_subdir}
+
+    # --- the subclass contract ---------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "predict" and self.writes_epochs and trainer.world_size > 1:
+            warnings.warn(
+                f"write_interval={self.write_interval!r} on {trainer.world_size} processes writes one epoch file "
+                "per data-parallel rank, each with only that rank's samples; read them together with "
+                "conformance.read_predictions(output_dir)", UserWarning, stacklevel=2,
+            )
+        self._spill = BatchSpill(self.output_dir / f".spill__{self.name('')}", fsync=self.fsync)
+
+    def completed_batches(self) -> set[tuple[int, int]]:
+        if self.writes_epochs:
+            assert self._spill is not None
+            return {(batch.dataloader_idx, batch.batch_idx) for batch in self._spill.recover()}
+        found = set()
+        for path in self.output_dir.rglob(f"*{FORMATS[self.format]}") if self.output_dir.exists() else ():
+            parsed = parse_file_name(path)
+            if parsed is None or parsed.kind != "batch" or parsed.rank != self.rank.global_rank:
+                continue
+            dataloader_idx = parsed.dataloader_idx or 0
+            if path == self._batch_path(dataloader_idx, parsed.batch_idx):  # atomic writes: existing is complete
+                found.add((dataloader_idx, parsed.batch_idx))
+        return found
+
+    def write_batch(self, batch: FlatBatch) -> None:
+        if self.writes_batches:
+            entries = [tensor_entry(key, tensor) for key, tensor in batch.tensors.items()]
+            entries += [tensor_entry("batch_idx", _long([batch.batch_idx])), tensor_entry("sample_ids",
+                                                                                          batch.sample_ids)]
+            with atomic_write(self._batch_path(batch.dataloader_idx, batch.batch_idx), fsync=self.fsync) as stream:
+                write_tensor_file(stream, self.format, entries, self._metadata(batch.kind, batch.dataloader_idx))
+        if self.writes_epochs:
+            assert self._spill is not None
+            self._spill.append(batch.batch_idx, batch.dataloader_idx, batch.kind, batch.tensors,
+                               batch.sample_ids.tolist())
+
+    def finish(self) -> None:
+        self._write_epoch_files()
+        if self._spill is not None:
+            self._spill.remove()
+
+    def abort(self, exception: BaseException) -> None:
+        """Batch files are complete as they are; an epoch file is written from the finished batches (the spill
+        stays, so a re-run resumes and replaces it)."""
+        self._write_epoch_files()
+        if self._spill is not None:
+            self._spill.close()
+
+    # --- files -------------------------------------------------------------------------------------------------
+    def _batch_path(self, dataloader_idx: int, batch_idx: int) -> Path:
+        name = self.name(FORMATS[self.format], dataloader_idx=dataloader_idx, batch_idx=batch_idx)
+        if self.files_per_subdir is None:
+            return self.output_dir / name
+        return self.output_dir / subdir_name(batch_idx, self.files_per_subdir) / name
+
+    def _write_epoch_files(self) -> None:
+        if not self.writes_epochs or self._spill is None or not self._spill.batches:
+            return
+        for dataloader_idx in sorted({batch.dataloader_idx for batch in self._spill.batches}):
+            batches = sorted((b for b in self._spill.batches if b.dataloader_idx == dataloader_idx),
+                             key=lambda b: b.batch_idx)
+            entries = self._spill.collated_entries(batches, self.dims, self.pad_value)
+            path = self.output_dir / self.name(FORMATS[self.format], dataloader_idx=dataloader_idx)
+            with atomic_write(path, fsync=self.fsync) as stream:
+                write_tensor_file(stream, self.format, entries, self._metadata(batches[0].kind, dataloader_idx))
+
+    def _metadata(self, kind: str, dataloader_idx: int) -> dict[str, str]:
+        return {"writer": "conformance.PredictionWriter", "kind": kind, "dataloader_idx": str(dataloader_idx),
+                "batch_dims": json.dumps(dict(self.dims.batch_dim_key_defaults)),
+                "seq_dims": json.dumps(dict(self.dims.seq_dim_key_defaults)), "pad_value": repr(self.pad_value)}
+
+
+def _long(values: Any) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.int64)
