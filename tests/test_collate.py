@@ -54,7 +54,7 @@ class TestCollate(unittest.TestCase):
     def test_vectors_and_int_dtypes_have_no_sequence_dim(self) -> None:
         parts = [torch.arange(4), torch.arange(4, 6)]
         self.check_plan_matches_memory("idx", parts, CollationDims())
-        shape, plan = collation_plan("idx", [(4,), (2,)], CollationDims(), 8)
+        _, plan = collation_plan("idx", [(4,), (2,)], CollationDims(), 8)
         self.assertEqual(len(plan), 2)  # one segment per part: nothing is split or padded
 
     def test_unpadded_batches_are_one_segment_per_part(self) -> None:
