@@ -5,10 +5,14 @@ Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this 
 
 from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close
 from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
+from conformance.parquet_writer import ParquetPredictionWriter
+from conformance.reading import PredictionReadError, PredictionSet, read_predictions
 from conformance.rng import RNGStateCallback, capture_rng_state, restore_rng_state
 from conformance.suites._base import ConformanceSetupError
 from conformance.suites.datamodule import DataModuleResumeConformance
+from conformance.suites.prediction import PredictionWriterConformance
 from conformance.suites.stop_and_go import StopAndGoConformance
+from conformance.writers import PredictionWriter
 
 __all__ = [
     "ComparisonError",
@@ -17,11 +21,17 @@ __all__ = [
     "ConsumedSamplesBatchSampler",
     "DataModuleResumeConformance",
     "Difference",
+    "ParquetPredictionWriter",
+    "PredictionReadError",
+    "PredictionSet",
+    "PredictionWriter",
+    "PredictionWriterConformance",
     "RNGStateCallback",
     "ResumableDataModule",
     "StopAndGoConformance",
     "Tolerance",
     "assert_close",
     "capture_rng_state",
+    "read_predictions",
     "restore_rng_state",
 ]

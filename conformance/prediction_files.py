@@ -67,7 +67,19 @@ def parse_file_name(path: Path) -> PredictionFile | None:
               if key != "suffix"}
     parsed = PredictionFile(number["rank"], number["dp_rank"], match["suffix"], number["dataloader"],
                             number["batch"], number["shard"])
-    return parsed if file_name(parsed) == path.name else None  # refuses e.g. leading zeros
+    if file_name(parsed) != path.name:  # e.g. leading zeros: two names for one file
+        return None
+    return parsed if _made_by_writers(parsed) else None
+
+
+def _made_by_writers(file: PredictionFile) -> bool:
+    """Whether the kit's writers make this combination (the pattern also matches e.g. ``__batch_3.manifest.json``,
+    which :attr:`PredictionFile.kind` would call a rank manifest)."""
+    if file.suffix == ".parquet":
+        return file.shard is not None
+    if file.suffix == ".manifest.json":
+        return file.batch_idx is None and (file.shard is not None or file.dataloader_idx is None)
+    return file.shard is None
 
 
 def subdir_name(batch_idx: int, files_per_subdir: int) -> str:

@@ -6,12 +6,19 @@ Each class is what a model author writes in their own repo: hooks, settings, mix
 from __future__ import annotations
 
 import unittest
+from pathlib import Path
 
 import lightning
 
-from conformance import DataModuleResumeConformance, StopAndGoConformance
+from conformance import (
+    DataModuleResumeConformance,
+    ParquetPredictionWriter,
+    PredictionWriter,
+    PredictionWriterConformance,
+    StopAndGoConformance,
+)
 from reference_models.data import SyntheticDataModule
-from reference_models.recipes import BERTRecipe, GPTRecipe
+from reference_models.recipes import BERTRecipe, GPTRecipe, PredictionRecipe
 
 #: Lightning < 2.5 restores a checkpoint saved in ``on_train_batch_end`` (where ``ModelCheckpoint`` saves every
 #: n steps) one batch early: its batch-progress "completed" counter lags the batch that was just trained, so after
@@ -77,3 +84,23 @@ class TestSyntheticDataModuleResume(DataModuleResumeConformance, unittest.TestCa
     @classmethod
     def make_datamodule(cls) -> SyntheticDataModule:
         return SyntheticDataModule()
+
+
+class TestTinyGPTPredictionWriter(PredictionRecipe, PredictionWriterConformance, unittest.TestCase):
+    """The kit's PredictionWriter (.pt, batch interval) on GPT logits of varying sequence length."""
+
+
+class TestTinyGPTSafetensorsPredictionWriter(PredictionRecipe, PredictionWriterConformance, unittest.TestCase):
+    """The kit's PredictionWriter writing safetensors."""
+
+    @classmethod
+    def make_writer(cls, output_dir: Path) -> PredictionWriter:
+        return PredictionWriter(output_dir, format="safetensors")
+
+
+class TestTinyGPTParquetPredictionWriter(PredictionRecipe, PredictionWriterConformance, unittest.TestCase):
+    """The kit's ParquetPredictionWriter, a new shard every 3 batches."""
+
+    @classmethod
+    def make_writer(cls, output_dir: Path) -> ParquetPredictionWriter:
+        return ParquetPredictionWriter(output_dir, batches_per_shard=3)

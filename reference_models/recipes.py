@@ -14,6 +14,7 @@ from conformance import RNGStateCallback
 from reference_models.bert import TinyBERT
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
+from reference_models.prediction import PredictionDataModule
 
 
 class GPTRecipe:
@@ -49,3 +50,20 @@ class BERTRecipe(GPTRecipe):
     """Tiny BERT with fresh random masks every step; otherwise the GPT recipe."""
 
     model_class = TinyBERT
+
+
+class PredictionRecipe:
+    """Tiny GPT predicting logits for 45 sequences of varying length in batches of 4 (a partial last batch, an
+    uneven split over two ranks); 12288 sequences in batches of 128 (48 MiB of logits) for the memory check."""
+
+    @classmethod
+    def make_model(cls) -> pl.LightningModule:
+        return TinyGPT()
+
+    @classmethod
+    def make_datamodule(cls) -> PredictionDataModule:
+        return PredictionDataModule(ragged=True)
+
+    @classmethod
+    def make_memory_datamodule(cls) -> PredictionDataModule:
+        return PredictionDataModule(num_samples=12288, batch_size=128)

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 from conformance import DataModuleResumeConformance
-from conformance.backends.probe import ProbePlan, importable_name, run_probe
+from conformance.backends.probe import ProbePlan, run_probe
+from conformance.backends.processes import importable_name
 from conformance.report import run_classes
 from reference_models.data import SyntheticDataModule
 

@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -35,8 +30,9 @@ from conformance.backends.lightning import (
     StallGuard,
     quiet_lightning,
 )
+from conformance.backends.processes import importable_name, rank_main, resolve_name, run_ranks
 
-__all__ = ["ProbeLog", "ProbePlan", "accumulation_steps", "importable_name", "run_probe"]
+__all__ = ["ProbeLog", "ProbePlan", "accumulation_steps", "run_probe"]
 
 
 @dataclass(frozen=True)
@@ -149,67 +145,19 @@ def accumulation_steps(datamodule: Any, world_size: int) -> int:
 # --- multi-process runs ----------------------------------------------------------------------------------------
 
 
-def importable_name(recipe: type) -> str:
-    """``module:qualname`` of the class in ``recipe``'s MRO that defines ``make_datamodule``, if importable."""
-    owner = next((cls for cls in recipe.__mro__ if "make_datamodule" in vars(cls)), recipe)
-    for cls in (recipe, owner):
-        module = sys.modules.get(cls.__module__)
-        if module is not None and _resolve(module, cls.__qualname__) is cls and cls.__module__ != "__main__":
-            return f"{cls.__module__}:{cls.__qualname__}"
-    raise TypeError(
-        f"{recipe.__qualname__}: multi-process checks start fresh processes that import the class defining "
-        f"make_datamodule ({owner.__module__}.{owner.__qualname__}), but it cannot be imported by that name; define "
-        "it at module level in an importable module"
-    )
-
-
-def _resolve(module: Any, qualname: str) -> Any:
-    value = module
-    for part in qualname.split("."):
-        value = getattr(value, part, None)
-    return value
-
-
 def _run_ranks_in_processes(recipe: type, plan: ProbePlan) -> list[ProbeLog]:
-    name = importable_name(recipe)
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="conformance-ranks-") as folder:
-        processes = []
-        for rank in range(plan.world_size):
-            spec = Path(folder) / f"rank{rank}.json"
-            spec.write_text(json.dumps({"recipe": name, "plan": dataclasses.asdict(plan), "rank": rank,
-                                        "output": str(Path(folder) / f"log{rank}.json")}))
-            env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE":
-                   str(plan.world_size), "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0",
-                   "LOCAL_WORLD_SIZE": str(plan.world_size), "NODE_RANK": "0",
-                   "PYTHONPATH": os.pathsep.join([*sys.path])}
-            processes.append(subprocess.Popen([sys.executable, "-m", "conformance.backends.probe", str(spec)],
-                                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        outputs = [process.communicate(timeout=300)[0] for process in processes]
-        logs = []
-        for rank, (process, output) in enumerate(zip(processes, outputs)):
-            path = Path(folder) / f"log{rank}.json"
-            if path.exists():
-                logs.append(ProbeLog(**json.loads(path.read_text())))
-            else:
-                logs.append(ProbeLog(rank=rank, error=f"rank {rank} exited with {process.returncode} and wrote no "
-                                                      f"log; its output:\n{output[-4000:]}"))
-        return logs
+    ranks = run_ranks("conformance.backends.probe", {"recipe": importable_name(recipe), "plan": dataclasses.asdict(plan)},
+                      plan.world_size)
+    return [ProbeLog(**process.result) if process.result is not None else ProbeLog(
+        rank=process.rank, error=f"rank {process.rank} exited with {process.returncode} and wrote no log; its "
+                                 f"output:\n{process.output}") for process in ranks]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _main(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
+def _main(spec: dict[str, Any]) -> dict[str, Any]:
     module_name, qualname = spec["recipe"].split(":")
-    recipe = _resolve(importlib.import_module(module_name), qualname)
-    log = _run_rank(recipe, ProbePlan(**spec["plan"]), rank=spec["rank"])
-    Path(spec["output"]).write_text(json.dumps(dataclasses.asdict(log)))
+    recipe = resolve_name(importlib.import_module(module_name), qualname)
+    return dataclasses.asdict(_run_rank(recipe, ProbePlan(**spec["plan"]), rank=spec["rank"]))
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1])
+    rank_main(_main)

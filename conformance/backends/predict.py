@@ -1,0 +1,161 @@
+"""Drive ``trainer.predict`` of a recipe with its prediction writer, observed by the kit; in this process or in
+fresh ones (two ranks joined by gloo, a run killed mid-write, a run whose memory is sampled).
+
+The observer (:class:`PredictObserver`) comes after the writer in the callback list, so it sees each batch once
+the writer has handled it. It records which batches were computed and how many bytes they predicted, samples
+the resident memory, and can inject failures: a Python exception before a batch, or death mid-write (the file
+size limit is lowered before a batch, and SIGXFSZ, whose default action kills the process, is re-armed).
+
+    python -m conformance.backends.predict SPEC.json    # one rank of a run in a fresh process (used internally)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import resource
+import signal
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from conformance import recordfile
+from conformance.backends.lightning import quiet_lightning
+from conformance.backends.processes import importable_name, rank_main, resolve_name, run_ranks
+from conformance.collate import flatten_prediction
+
+__all__ = ["InjectedPredictError", "PredictLog", "PredictObserver", "PredictPlan", "load_memory", "run_predict"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class InjectedPredictError(RuntimeError):
+    """Raised by the kit before a batch, to check what a failing predict job leaves behind."""
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    """One predict run: where it writes, on how many ranks, with which writer changes and injected failure."""
+
+    output_dir: str
+    world_size: int = 1
+    writer_changes: dict[str, Any] = field(default_factory=dict)
+    keep_in_memory: bool = True  # return_predictions=True, saved beside the output for comparison
+    raise_before_batch: int | None = None
+    kill_during_batch: int | None = None
+    sample_memory: bool = False
+    memory_datamodule: bool = False  # use the recipe's make_memory_datamodule()
+    in_subprocess: bool = False
+
+
+@dataclass
+class PredictLog:
+    """What one rank of a predict run did; JSON-serialisable."""
+
+    rank: int = 0
+    error: str | None = None
+    killed_by_signal: int | None = None
+    computed_batches: list[int] = field(default_factory=list)  # batches whose prediction was not None
+    finished_batches: list[int] = field(default_factory=list)  # batches the writer returned from
+    payload_bytes: list[int] = field(default_factory=list)
+    rss_bytes: list[int] = field(default_factory=list)  # after each batch, when sampled
+    num_samples: int | None = None
+    memory_file: str | None = None  # the in-memory predictions (recordfile encoding)
+
+
+class PredictObserver(pl.Callback):
+    """Records each batch after the writer has handled it; injects the plan's failure."""
+
+    def __init__(self, plan: PredictPlan, log: PredictLog) -> None:
+        self.plan = plan
+        self.record = log
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaders = trainer.predict_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = getattr(loader, "dataset", None)
+        self.record.num_samples = len(dataset) if hasattr(dataset, "__len__") else None
+
+    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                               dataloader_idx: int = 0) -> None:
+        if batch_idx == self.plan.raise_before_batch:
+            raise InjectedPredictError(f"injected failure before predict batch {batch_idx}")
+        if batch_idx == self.plan.kill_during_batch:
+            limit = max(1, min(self.record.payload_bytes or [2]) // 2)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it by default: writes would just fail
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.record.finished_batches.append(batch_idx)
+        flat = flatten_prediction(outputs, f"the prediction of batch {batch_idx}")
+        if flat is not None:
+            self.record.computed_batches.append(batch_idx)
+            self.record.payload_bytes.append(sum(t.numel() * t.element_size() for t in flat[1].values()))
+        if self.plan.sample_memory:
+            with open("/proc/self/statm") as statm:
+                self.record.rss_bytes.append(int(statm.read().split()[1]) * _PAGE)
+
+
+def run_predict(recipe: type, plan: PredictPlan) -> list[PredictLog]:
+    """Run ``plan`` on ``recipe`` (a class with the prediction hooks); one log per rank."""
+    if plan.world_size == 1 and not plan.in_subprocess:
+        return [_run_rank(recipe, plan, rank=0)]
+    processes = run_ranks("conformance.backends.predict", {"recipe": importable_name(recipe),
+                                                           "plan": dataclasses.asdict(plan)}, plan.world_size)
+    logs = []
+    for process in processes:
+        if process.result is not None:
+            logs.append(PredictLog(**process.result))
+        else:
+            log = PredictLog(rank=process.rank, error=f"rank {process.rank} exited with {process.returncode} and "
+                                                      f"wrote no log; its output:\n{process.output}")
+            log.killed_by_signal = -process.returncode if process.returncode < 0 else None
+            logs.append(log)
+    return logs
+
+
+def load_memory(log: PredictLog) -> list[Any]:
+    """The in-memory predictions a run returned (``return_predictions=True``), batch by batch."""
+    if log.memory_file is None:
+        return []
+    return recordfile.decode(Path(log.memory_file).read_bytes())
+
+
+def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
+    log = PredictLog(rank=rank)
+    try:
+        pl.seed_everything(0, verbose=False)
+        model = recipe.make_model()
+        datamodule = recipe.make_memory_datamodule() if plan.memory_datamodule else recipe.make_datamodule()
+        writer = recipe.make_writer(Path(plan.output_dir))
+        if plan.writer_changes:
+            writer = writer.replace(**plan.writer_changes)
+        kwargs = {"accelerator": "cpu", "devices": plan.world_size, "logger": False, "enable_progress_bar": False,
+                  "enable_model_summary": False, "default_root_dir": plan.output_dir + ".trainer",
+                  **({"strategy": "ddp"} if plan.world_size > 1 else {}), **recipe.trainer_kwargs()}
+        with quiet_lightning():
+            trainer = pl.Trainer(**kwargs, callbacks=[writer, PredictObserver(plan, log)])
+            predictions = trainer.predict(model, datamodule=datamodule, return_predictions=plan.keep_in_memory)
+        if plan.keep_in_memory:
+            log.memory_file = f"{plan.output_dir}.memory__rank_{rank}"
+            Path(log.memory_file).write_bytes(recordfile.encode(list(predictions or [])))
+    except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding the checks report
+        log.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    return log
+
+
+def _main(spec: dict[str, Any]) -> dict[str, Any]:
+    module_name, qualname = spec["recipe"].split(":")
+    recipe = resolve_name(importlib.import_module(module_name), qualname)
+    return dataclasses.asdict(_run_rank(recipe, PredictPlan(**spec["plan"]), rank=spec["rank"]))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    rank_main(_main)

@@ -1,0 +1,138 @@
+"""What PredictionWriterConformance checks in a prediction folder's files: names, ranks, stored batch indices,
+subdirs, leftovers, and that every file is readable without unpickling objects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from conformance.atomic import is_temporary
+from conformance.prediction_files import PredictionFile, parse_file_name
+from conformance.reading import PredictionReadError, find_prediction_files, load_part
+
+__all__ = ["layout_problems", "subdir_problems", "unreadable_files", "unsafe_file_problems"]
+
+_DATA_KINDS = ("batch", "epoch", "shard")
+
+
+def layout_problems(folder: Path, world_size: int, computed_batches: list[list[int]]) -> list[str]:
+    """Problems with the names and bookkeeping of a finished run's files (``computed_batches`` per rank)."""
+    try:
+        files = find_prediction_files(folder)
+    except PredictionReadError as exc:
+        return [str(exc)]
+    problems = [f"{path} is an unfinished temporary file left in a finished run's output"
+                for path in folder.rglob("*") if is_temporary(path)]
+    manifests = Counter(file.rank for file, _ in files if file.kind == "rank_manifest")
+    data = [(file, path) for file, path in files if file.kind in _DATA_KINDS]
+    for rank in range(world_size):
+        if manifests[rank] != 1:
+            problems.append(f"{folder.name}: rank {rank} has {manifests[rank]} rank manifests (expected 1)")
+        own = [(file, path) for file, path in data if file.rank == rank]
+        if not own:
+            problems.append(f"{folder.name}: no data file carries rank {rank} in its name")
+        if any(file.dp_rank != rank for file, _ in own):
+            problems.append(f"{folder.name}: files of rank {rank} name another data-parallel rank")
+        batch_files = sorted(file.batch_idx for file, _ in own if file.kind == "batch")
+        if batch_files and batch_files != sorted(computed_batches[rank]):
+            problems.append(f"{folder.name}: rank {rank} has batch files {batch_files[:10]}... for the computed "
+                            f"batches {sorted(computed_batches[rank])[:10]}...")
+    for file, path in data:
+        problems += _stored_batch_problems(file, path)
+    return problems
+
+
+def _stored_batch_problems(file: PredictionFile, path: Path) -> list[str]:
+    """Whether a data file stores the batch indices its name or manifest claims."""
+    if file.kind == "shard":
+        return _shard_problems(path)
+    try:
+        if path.suffix == ".pt":
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from safetensors.torch import load_file
+
+            stored = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - reported as the problem it is
+        return [f"{path} cannot be loaded: {type(exc).__name__}: {exc}"]
+    batch_idx = stored.get("batch_idx") if isinstance(stored, dict) else None
+    if not isinstance(batch_idx, torch.Tensor):
+        return [f"{path} stores no batch_idx tensor: rows cannot be traced back to their batch"]
+    if file.kind == "batch" and batch_idx.tolist() != [file.batch_idx]:
+        return [f"{path} is named batch {file.batch_idx} but stores batch_idx {batch_idx.tolist()}"]
+    return []
+
+
+def _shard_problems(path: Path) -> list[str]:
+    manifest_path = path.with_name(path.name.removesuffix(".parquet") + ".manifest.json")
+    if not manifest_path.exists():
+        return [f"{path} has no manifest {manifest_path.name}"]
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    if manifest.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+        problems.append(f"{path} does not match the sha256 in {manifest_path.name}")
+    try:
+        parts = load_part(path)
+    except PredictionReadError as exc:
+        return [*problems, str(exc)]
+    rows = sum(len(part.sample_ids) for part in parts)
+    if rows != manifest.get("rows"):
+        problems.append(f"{path} has {rows} rows, its manifest says {manifest.get('rows')}")
+    if rows and len(parts) != len(manifest.get("batches", [])):
+        problems.append(f"{path} has {len(parts)} row groups for {len(manifest.get('batches', []))} batches")
+    return problems
+
+
+def subdir_problems(folder: Path, files_per_subdir: int) -> list[str]:
+    """Batch files must sit in ``subdir_{batch_idx // files_per_subdir}``, at most that many per rank and folder."""
+    problems = []
+    per_folder: Counter[tuple[str, int]] = Counter()
+    for path in folder.rglob("predictions__*"):
+        file = parse_file_name(path)
+        if file is None or file.kind != "batch":
+            continue
+        wanted = f"subdir_{file.batch_idx // files_per_subdir}"
+        if path.parent.name != wanted or path.parent.parent != folder:
+            problems.append(f"{path.relative_to(folder)} should be in {wanted}/")
+        per_folder[(path.parent.name, file.rank)] += 1
+    problems += [f"{name}/ holds {count} files of rank {rank}, more than {files_per_subdir}"
+                 for (name, rank), count in per_folder.items() if count > files_per_subdir]
+    if not per_folder:
+        problems.append(f"{folder.name} holds no batch files")
+    return problems
+
+
+def unreadable_files(folder: Path) -> list[str]:
+    """Problems reading each data file and manifest of ``folder`` on its own."""
+    try:
+        files = find_prediction_files(folder) if folder.exists() else []
+    except PredictionReadError as exc:
+        return [str(exc)]
+    problems = []
+    for file, path in files:
+        try:
+            if file.kind in _DATA_KINDS:
+                load_part(path)
+            else:
+                json.loads(path.read_text())
+        except (PredictionReadError, ValueError) as exc:
+            problems.append(f"{path}: {exc}")
+    return problems
+
+
+def unsafe_file_problems(folder: Path) -> list[str]:
+    """Files that cannot be read safely, or whose format a reader cannot know, in a finished run's output."""
+    problems = unreadable_files(folder)
+    try:
+        known = {path for _, path in find_prediction_files(folder)}
+    except PredictionReadError:
+        return problems
+    for path in folder.rglob("*"):
+        if path.is_file() and path not in known:
+            problems.append(f"{path.relative_to(folder)} is not a prediction file or manifest of a known format; "
+                            "a reader cannot know it is safe to load")
+    return problems
