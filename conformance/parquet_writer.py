@@ -4,28 +4,28 @@ Columns: ``sample_id`` and ``batch_idx`` (int64), then for each prediction key i
 (``large_binary``, C order, the batch dim removed) and ``{key}__shape`` (the per-sample shape). The schema
 metadata ``conformance`` (JSON) holds the kind, dtypes and collation dims. Each rank writes shards
 ``predictions__rank_{g}__dp_rank_{d}__shard_{s}.parquet``, each under a temporary name until its footer is
-written, then beside it a ``.manifest.json`` (rows, sample-id range, batches, schema, sha256). A Python exception
+written, then beside it a ``.manifest.json`` (rows, sample-id range, batches, schema, CRC-32). A Python exception
 still closes the open shard, so the finished batches stay readable; a killed process loses only the open shard,
 whose batches a re-run predicts again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
 from conformance.atomic import TEMP_PREFIX
 from conformance.prediction_files import parse_file_name
+from conformance.tensorfile import crc32
 from conformance.writer_base import FlatBatch, StreamingWriter
 
-__all__ = ["ParquetPredictionWriter", "import_pyarrow", "shape_column"]
+__all__ = ["ParquetPredictionWriter", "file_crc32", "import_pyarrow", "shape_column"]
 
 SCHEMA_KEY = b"conformance"
 
@@ -45,26 +45,17 @@ def shape_column(key: str) -> str:
     return f"{key}__shape"
 
 
-class _HashingStream:
-    """A write-only file object that hashes what passes through it (pyarrow writes through it)."""
+def file_crc32(path: Path) -> str:
+    """The CRC-32 of a file as 8 hex digits (what shard manifests record).
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-        self.digest = hashlib.sha256()
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        self.digest.update(data)
-        return self.stream.write(data)
-
-    def tell(self) -> int:
-        return self.stream.tell()
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.closed = True
+    CRC-32 rather than a cryptographic hash: it guards against damage and runs at 1.5 GB/s (zlib) to 10 GB/s
+    (isal) here, where sha256 ran at 0.2 GB/s and dominated the writer's time.
+    """
+    checksum = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(16 << 20):
+            checksum = crc32(chunk, checksum)
+    return f"{checksum:08x}"
 
 
 class _OpenShard:
@@ -73,10 +64,8 @@ class _OpenShard:
     def __init__(self, path: Path, schema: Any, pa: Any, pq: Any) -> None:
         self.path = path
         self.temporary = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-        self.file = open(self.temporary, "wb")  # noqa: SIM115 - open for the shard's lifetime
-        self.hashing = _HashingStream(self.file)
-        self.writer = pq.ParquetWriter(pa.PythonFile(self.hashing, mode="w"), schema, compression="none",
-                                       use_dictionary=False, write_statistics=["sample_id", "batch_idx"])
+        self.writer = pq.ParquetWriter(str(self.temporary), schema, compression="none", use_dictionary=False,
+                                       write_statistics=["sample_id", "batch_idx"], data_page_size=64 << 20)
         self.schema = schema
         self.rows = 0
         self.batches: list[int] = []
@@ -187,16 +176,15 @@ class ParquetPredictionWriter(StreamingWriter):
         shard, self._shard = self._shard, None
         assert shard is not None
         shard.writer.close()
-        shard.file.flush()
         if self.fsync:
-            os.fsync(shard.file.fileno())
-        shard.file.close()
+            with open(shard.temporary, "rb") as written:
+                os.fsync(written.fileno())
         os.replace(shard.temporary, shard.path)
         low, high = shard.ids if shard.ids is not None else (None, None)
         self.write_json(shard.path.with_name(shard.path.name.removesuffix(".parquet") + ".manifest.json"), {
             "shard": shard.path.name, "rows": shard.rows, "min_sample_id": low, "max_sample_id": high,
             "batches": shard.batches, "dataloader_idx": dataloader_idx, "schema": shard.schema.to_string(),
-            "sha256": shard.hashing.digest.hexdigest(), "complete": complete, "interrupted_by": reason,
+            "crc32": file_crc32(shard.path), "complete": complete, "interrupted_by": reason,
         })
 
     def _write_empty_shard(self) -> None:

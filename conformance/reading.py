@@ -52,6 +52,7 @@ class StoredPart:
     sample_ids: torch.Tensor
     dims: CollationDims
     dataloader_idx: int
+    pad_value: float = 0.0  # what its writer pads shorter sequences with
 
 
 def find_prediction_files(folder: Path) -> list[tuple[PredictionFile, Path]]:
@@ -98,7 +99,7 @@ def read_predictions(path: str | Path, *, dataloader_idx: int | None = None,
     if len(kinds) > 1:
         raise PredictionReadError(f"{folder} mixes prediction kinds {sorted(kinds)} (dict and bare tensor)")
     dims = parts[0].dims
-    values = collate([part.tensors for part in parts], dims)
+    values = collate([part.tensors for part in parts], dims, parts[0].pad_value)
     ids = torch.cat([part.sample_ids for part in parts])
     order = _dataset_order(ids, values, dims, manifests, folder)
     ids = ids[order]
@@ -168,7 +169,7 @@ def _part_from_tensors(path: Path, tensors: dict[str, Any], metadata: dict[str, 
     ids = tensors.pop("sample_ids").to(torch.int64)
     tensors.pop("batch_idx", None)
     return StoredPart(path, metadata.get("kind", "dict"), tensors, ids, dims,
-                      int(metadata.get("dataloader_idx", "0")))
+                      int(metadata.get("dataloader_idx", "0")), float(metadata.get("pad_value", "0.0")))
 
 
 def _load_parquet(path: Path) -> list[StoredPart]:
@@ -216,7 +217,11 @@ def _expected_samples(manifests: dict[tuple[int, int], dict[str, Any]], loader: 
     if missing_ranks and not allow_incomplete:
         raise PredictionReadError(f"{folder}: data-parallel ranks {missing_ranks} of {dp_size} did not finish (no "
                                   "manifest); re-run the job to resume it, or pass allow_incomplete=True")
-    sizes = {manifest["dataloaders"].get(str(loader), {}).get("num_samples") for manifest in manifests.values()}
+    for manifest in manifests.values():
+        if str(loader) not in manifest["dataloaders"]:
+            raise PredictionReadError(f"{folder}: the job had no dataloader {loader} (its ranks predicted dataloaders "
+                                      f"{sorted(map(int, manifest['dataloaders']))})")
+    sizes = {manifest["dataloaders"][str(loader)]["num_samples"] for manifest in manifests.values()}
     sizes.discard(None)
     if len(sizes) > 1:
         raise PredictionReadError(f"{folder}: the ranks saw datasets of different sizes {sorted(sizes)}")

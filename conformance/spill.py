@@ -55,6 +55,7 @@ class BatchSpill:
         self.folder = folder
         self.fsync = fsync
         self.batches: list[SpilledBatch] = []
+        self._first: dict[int, SpilledBatch] = {}
         self._data: BinaryIO | None = None
         self._journal: BinaryIO | None = None
 
@@ -62,6 +63,7 @@ class BatchSpill:
         """Load the committed batches of an earlier run and drop any uncommitted tail."""
         self.close()
         self.batches = []
+        self._first = {}
         journal = self.folder / "journal.jsonl"
         if journal.exists():
             for line in journal.read_bytes().split(b"\n"):
@@ -69,6 +71,8 @@ class BatchSpill:
                     self.batches.append(SpilledBatch.from_json(line.decode()))
                 except (ValueError, KeyError, UnicodeDecodeError):
                     break  # a torn last line: that batch never committed
+            for batch in self.batches:
+                self._first.setdefault(batch.dataloader_idx, batch)
             committed = b"".join(batch.to_json().encode() + b"\n" for batch in self.batches)
             journal.write_bytes(committed)
             if (self.folder / "data.bin").exists():
@@ -93,6 +97,11 @@ class BatchSpill:
         if self.fsync:
             os.fsync(journal.fileno())
         self.batches.append(batch)
+        self._first.setdefault(dataloader_idx, batch)
+
+    def first(self, dataloader_idx: int) -> SpilledBatch | None:
+        """The first spilled batch of a dataloader, whose keys, dtypes and kind every later one must have."""
+        return self._first.get(dataloader_idx)
 
     def collated_entries(self, batches: list[SpilledBatch], dims: CollationDims,
                          pad_value: float) -> list[TensorEntry]:
@@ -152,3 +161,4 @@ class BatchSpill:
         self.close()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.batches = []
+        self._first = {}

@@ -61,6 +61,7 @@ class StreamingWriter(BasePredictionWriter):
         self._num_dataloaders = 1
         self._completed: set[tuple[int, int]] = set()
         self._skip_current = False
+        self._started = False
         self._written: dict[int, int] = {}
 
     # --- subclass contract -------------------------------------------------------------------------------------
@@ -107,11 +108,13 @@ class StreamingWriter(BasePredictionWriter):
                                 save_all_model_parallel_ranks=self.save_all_model_parallel_ranks)
         self._written = {}
         self._completed = set()
+        self._started = False
         if self.rank.writes:
             self._refuse_finished_job()
             self._remove_own_temporary_files()
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = True
         self._num_dataloaders = len(_dataloaders(trainer))
         if self.rank.writes:
             self._completed = self.completed_batches()
@@ -142,6 +145,13 @@ class StreamingWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _restore_predict_step(pl_module)
         if self.rank.writes:
+            self.write_json(self.manifest_path, self._rank_manifest(trainer))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Lightning skips every predict hook when there is no batch at all: finish the (empty) output here."""
+        if stage == "predict" and self.rank.writes and not self._started:
+            self._num_dataloaders = max(1, len(_dataloaders(trainer)))
+            self.finish()
             self.write_json(self.manifest_path, self._rank_manifest(trainer))
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

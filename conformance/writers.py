@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 
 from conformance.atomic import atomic_write
+from conformance.collate import output_shape
 from conformance.prediction_files import parse_file_name, subdir_name
 from conformance.spill import BatchSpill
 from conformance.tensorfile import FORMATS, tensor_entry, write_tensor_file
@@ -121,6 +122,8 @@ class PredictionWriter(StreamingWriter):
         return found
 
     def write_batch(self, batch: FlatBatch) -> None:
+        if self.writes_epochs:
+            self._check_collatable(batch)
         if self.writes_batches:
             entries = [tensor_entry(key, tensor) for key, tensor in batch.tensors.items()]
             entries += [tensor_entry("batch_idx", _long([batch.batch_idx])), tensor_entry("sample_ids",
@@ -143,6 +146,25 @@ class PredictionWriter(StreamingWriter):
         self._write_epoch_files()
         if self._spill is not None:
             self._spill.close()
+
+    def _check_collatable(self, batch: FlatBatch) -> None:
+        """Refuse, before anything of it is written, a batch that the epoch file could not collate with those spilled
+        before it: other keys, kind or dtypes (its bytes would be misread), or sizes that may not vary."""
+        assert self._spill is not None
+        first = self._spill.first(batch.dataloader_idx)
+        if first is None:
+            return
+        dtypes = {key: str(tensor.dtype).removeprefix("torch.") for key, tensor in batch.tensors.items()}
+        spilled = {key: dtype for key, (dtype, _, _) in first.tensors.items()}
+        where = f"the prediction of batch {batch.batch_idx}"
+        if batch.kind != first.kind or dtypes != spilled:
+            raise ValueError(f"{where} ({batch.kind}) has keys and dtypes {dtypes}, that of batch {first.batch_idx} "
+                             f"({first.kind}) had {spilled}: every prediction must have the same keys and dtypes")
+        for key, tensor in batch.tensors.items():
+            try:
+                output_shape(key, [first.tensors[key][1], tuple(tensor.shape)], self.dims)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
 
     # --- files -------------------------------------------------------------------------------------------------
     def _batch_path(self, dataloader_idx: int, batch_idx: int) -> Path:
