@@ -17,6 +17,7 @@ import os
 import resource
 import signal
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,9 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
         kwargs = {"accelerator": "cpu", "devices": plan.world_size, "logger": False, "enable_progress_bar": False,
                   "enable_model_summary": False, "default_root_dir": plan.output_dir + ".trainer",
                   **({"strategy": "ddp"} if plan.world_size > 1 else {}), **recipe.trainer_kwargs()}
-        with quiet_lightning():
+        with quiet_lightning(), warnings.catch_warnings():
+            # a resumed run's writer skips finished batches, whose predict_step then returns None
+            warnings.filterwarnings("ignore", message="predict returned None")
             trainer = pl.Trainer(**kwargs, callbacks=[writer, PredictObserver(plan, log)])
             predictions = trainer.predict(model, datamodule=datamodule, return_predictions=plan.keep_in_memory)
         if plan.keep_in_memory:
