@@ -125,7 +125,8 @@ class BatchSpill:
 
     def _stream(self, plan: list[Any], starts: list[int], dtype: torch.dtype, pad_value: float) -> Iterator[Any]:
         itemsize = torch.empty((), dtype=dtype).element_size()
-        pad_chunk = tensor_bytes(torch.full((_READ_CHUNK // itemsize,), pad_value, dtype=dtype))
+        largest_pad = max((piece.length for piece in plan if isinstance(piece, Pad)), default=0)
+        pad_chunk = tensor_bytes(torch.full((min(largest_pad, _READ_CHUNK) // itemsize,), pad_value, dtype=dtype))
         buffer = bytearray(_READ_CHUNK)
         with open(self.folder / "data.bin", "rb") as data:
             for piece in plan:

@@ -62,7 +62,6 @@ class PredictLog:
     error: str | None = None
     killed_by_signal: int | None = None
     computed_batches: list[int] = field(default_factory=list)  # batches whose prediction was not None
-    finished_batches: list[int] = field(default_factory=list)  # batches the writer returned from
     payload_bytes: list[int] = field(default_factory=list)
     rss_bytes: list[int] = field(default_factory=list)  # after each batch, when sampled
     num_samples: int | None = None
@@ -93,7 +92,6 @@ class PredictObserver(pl.Callback):
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.record.finished_batches.append(batch_idx)
         flat = flatten_prediction(outputs, f"the prediction of batch {batch_idx}")
         if flat is not None:
             self.record.computed_batches.append(batch_idx)
