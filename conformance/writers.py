@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -45,11 +45,6 @@ class PredictionWriter(StreamingWriter):
         fsync: flush every file to the device before it is renamed into place (survives power loss).
     """
 
-    settings_names: ClassVar[tuple[str, ...]] = (
-        "output_dir", "write_interval", "format", "files_per_subdir", "save_all_model_parallel_ranks",
-        "batch_dim_key_defaults", "seq_dim_key_defaults", "pad_value", "sample_ids", "fsync",
-    )
-
     def __init__(self, output_dir: str | Path, write_interval: str = "batch", *, format: str = "pt",
                  files_per_subdir: int | None = None, save_all_model_parallel_ranks: bool = False,
                  batch_dim_key_defaults: dict[str, int] | None = None,
@@ -71,18 +66,18 @@ class PredictionWriter(StreamingWriter):
         self.format = format
         self.files_per_subdir = files_per_subdir
         self.pad_value = pad_value
-        self._batch_dim_key_defaults = batch_dim_key_defaults
-        self._seq_dim_key_defaults = seq_dim_key_defaults
         self._spill: BatchSpill | None = None
 
     def replace(self, **changes: Any) -> PredictionWriter:
         """A new writer of the same class with some settings changed (used by the conformance checks)."""
-        current = {name: getattr(self, name) for name in self.settings_names
-                   if name not in ("batch_dim_key_defaults", "seq_dim_key_defaults")}
-        current["batch_dim_key_defaults"] = self._batch_dim_key_defaults
-        current["seq_dim_key_defaults"] = self._seq_dim_key_defaults
-        output_dir = current.pop("output_dir")
-        return type(self)(changes.pop("output_dir", output_dir), **{**current, **changes})
+        settings = {
+            "output_dir": self.output_dir, "write_interval": self.write_interval, "format": self.format,
+            "files_per_subdir": self.files_per_subdir, "pad_value": self.pad_value, "sample_ids": self.sample_ids,
+            "save_all_model_parallel_ranks": self.save_all_model_parallel_ranks, "fsync": self.fsync,
+            "batch_dim_key_defaults": dict(self.dims.batch_dim_key_defaults),
+            "seq_dim_key_defaults": dict(self.dims.seq_dim_key_defaults), **changes,
+        }
+        return type(self)(settings.pop("output_dir"), **settings)
 
     @property
     def writes_batches(self) -> bool:

@@ -53,7 +53,11 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     }
 
     logs: ClassVar[dict[str, list[PredictLog]]]
-    folders: ClassVar[dict[str, Path]]
+    folders: ClassVar[dict[str, Path]]  # the resumed run shares the killed run's folder
+    memory: ClassVar[dict[str, list[list[Any]]]]  # in-memory predictions of a run, per rank
+    writer_name: ClassVar[str]
+    writer_has_settings: ClassVar[bool]  # replace(write_interval=..., files_per_subdir=...) exists
+    dims: ClassVar[CollationDims]
     crash_snapshot: ClassVar[PredictionSet | str]
     interrupt_batch: ClassVar[int]
 
@@ -83,14 +87,18 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def prepare(cls) -> None:
-        cls.logs, cls.folders = {}, {}
+        writer = cls.make_writer(cls._work_dir / "unused")
+        cls.writer_name = type(writer).__qualname__
+        cls.writer_has_settings = hasattr(writer, "replace")
+        cls.dims = getattr(writer, "dims", CollationDims())
+        cls.logs, cls.folders, cls.memory = {}, {}, {}
         cls._run("reference", keep_in_memory=True)
         if cls.logs["reference"][0].error is not None:
             return
         batches = len(cls.logs["reference"][0].computed_batches)
         cls.interrupt_batch = max(1, batches // 2)
         cls._run("two_ranks", world_size=2, keep_in_memory=True)
-        if hasattr(cls.make_writer(cls._work_dir / "unused"), "replace"):
+        if cls.writer_has_settings:
             cls._run("epoch", writer_changes={"write_interval": "epoch"})
             cls._run("subdirs", writer_changes={"files_per_subdir": 2})
         cls._run("exception", raise_before_batch=cls.interrupt_batch)
@@ -106,6 +114,8 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     def _run(cls, name: str, *, folder: str | None = None, keep_in_memory: bool = False, **plan: Any) -> None:
         cls.folders[name] = cls.folders.setdefault(folder or name, cls._work_dir / (folder or name))
         cls.logs[name] = run_predict(cls, PredictPlan(str(cls.folders[name]), keep_in_memory=keep_in_memory, **plan))
+        if keep_in_memory:
+            cls.memory[name] = [load_memory(log) for log in cls.logs[name]]
 
     # --- the checks ----------------------------------------------------------------------------------------
     def test_predictions_equal_in_memory(self) -> None:
@@ -159,7 +169,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     def test_exception_leaves_valid_output(self) -> None:
         """After an exception mid-predict every file is readable and holds exactly the finished batches."""
         check = "test_exception_leaves_valid_output"
-        error = self.logs["exception"][0].error or ""
+        error = self._first_log(check, "exception").error or ""
         if "InjectedPredictError" not in error:
             self.fail(f"{check}: the run meant to fail before batch {self.interrupt_batch} ended with: "
                       f"{error or 'no error'}")
@@ -174,14 +184,13 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     def test_resume_after_crash(self) -> None:
         """A run killed mid-write leaves only valid files; re-running completes exactly, skipping finished batches."""
         check = "test_resume_after_crash"
-        killed = self.logs["killed"][0]
+        killed = self._first_log(check, "killed")
         if killed.killed_by_signal != signal.SIGXFSZ:
             self.fail(f"{check}: the run meant to die writing batch {self.interrupt_batch} was not killed there "
                       f"(exit: {killed.error or 'finished normally'}); the writer wrote less than half a batch")
         if isinstance(self.crash_snapshot, str):
             self.fail(f"{check}: the killed run left output that cannot be read: {self.crash_snapshot}")
-        self._require_run(check, "resumed")
-        self._assert_same(check, self._read(check, "crash"), self._in_memory("reference"),
+        self._assert_same(check, self._read(check, "resumed"), self._in_memory("reference"),
                           "the in-memory predictions of an uninterrupted run")
         saved = set(self.crash_snapshot.sample_ids.tolist())
         complete = [batch for batch, ids in enumerate(self._reference_batch_ids()) if ids and set(ids) <= saved]
@@ -226,40 +235,43 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         if errors:
             self.fail(f"{check}: the {name} run failed:\n" + "\n".join(errors))
 
+    def _first_log(self, check: str, name: str) -> PredictLog:
+        """Rank 0's log of run ``name``, which may have failed on purpose; fails the check if it never ran."""
+        if name not in self.logs:
+            self._require_run(check, name)
+        return self.logs[name][0]
+
     def _require_variants(self, check: str) -> None:
-        if "reference" in self.logs and self.logs["reference"][0].error is None and "epoch" not in self.logs:
-            self.skipTest(f"make_writer() returns a {type(self.make_writer(self._work_dir / 'unused')).__qualname__} "
+        if not self.writer_has_settings:
+            self.skipTest(f"make_writer() returns a {self.writer_name} "
                           "without replace(write_interval=..., files_per_subdir=...); this check applies to writers "
                           "with those settings")
 
     def _read(self, check: str, name: str) -> PredictionSet:
-        self._require_run(check, name if name != "crash" else "resumed")
+        """The output of run ``name`` (which must have succeeded), read strictly."""
+        self._require_run(check, name)
         try:
             return read_predictions(self.folders[name])
         except PredictionReadError as exc:
             self.fail(f"{check}: reading the {name} output failed: {exc}")
 
-    def _dims(self) -> CollationDims:
-        return getattr(self.make_writer(self._work_dir / "unused"), "dims", CollationDims())
-
     def _in_memory(self, name: str, before_batch: int | None = None) -> tuple[list[int], dict[str, torch.Tensor]]:
         """The in-memory predictions of a run (all its ranks) as sample ids and flat tensors, in sample-id order."""
         self._require_run("in-memory predictions", name)
         flats, ids = [], []
-        for log in self.logs[name]:
-            for batch_idx, prediction in enumerate(load_memory(log)):
+        for rank_predictions in self.memory[name]:
+            for batch_idx, prediction in enumerate(rank_predictions):
                 flat = flatten_prediction(prediction, f"the in-memory prediction of batch {batch_idx}")
                 if flat is None or (before_batch is not None and batch_idx >= before_batch):
                     continue
                 flats.append(flat[1])
                 ids += ids_as_list(self.sample_ids(prediction), where=f"sample_ids() of batch {batch_idx}")
-        dims = self._dims()
         order = torch.argsort(torch.tensor(ids, dtype=torch.int64), stable=True)
-        return [ids[i] for i in order.tolist()], take_rows(collate(flats, dims), dims, order) if flats else {}
+        return [ids[i] for i in order.tolist()], take_rows(collate(flats, self.dims), self.dims, order) if flats else {}
 
     def _reference_batch_ids(self) -> list[list[int]]:
         return [ids_as_list(self.sample_ids(prediction)) if prediction is not None else []
-                for prediction in load_memory(self.logs["reference"][0])]
+                for prediction in self.memory["reference"][0]]
 
     def _batch_rows(self) -> list[int]:
         return [len(ids) for ids in self._reference_batch_ids()] or [1]
