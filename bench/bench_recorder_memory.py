@@ -32,10 +32,11 @@ def child(steps: int, record: bool) -> None:
     import lightning.pytorch as pl
 
     from conformance import StopAndGoConformance
-    from conformance.backends.lightning import fit_run
+    from conformance.runs.fit import fit_run
     from reference_models.data import SyntheticDataModule
-    from reference_models.gpt import TinyGPT, TransformerConfig
+    from reference_models.gpt import TinyGPT
     from reference_models.recipes import GPTRecipe
+    from reference_models.transformer import TransformerConfig
 
     samples: list[float] = []
 

@@ -21,12 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conformance import StopAndGoConformance
-from conformance.backends.lightning import Interruption, fit_run
 from conformance.report import run_classes
+from conformance.runs.callbacks import Interruption
+from conformance.runs.fit import fit_run
 from reference_models.certify import TestTinyBERTStopAndGo, TestTinyGPTStopAndGo
 from reference_models.data import SyntheticDataModule
-from reference_models.gpt import TinyGPT, TransformerConfig
+from reference_models.gpt import TinyGPT
 from reference_models.recipes import GPTRecipe
+from reference_models.transformer import TransformerConfig
 
 
 class WiderGPTStopAndGo(GPTRecipe, StopAndGoConformance, unittest.TestCase):

@@ -70,9 +70,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from conformance.parquet_writer import ParquetPredictionWriter
-from conformance.reading import read_predictions
-from conformance.writers import PredictionWriter
+from conformance import ParquetPredictionWriter, PredictionWriter, read_predictions
 
 ROWS = 16
 LOGITS_SHAPE = (ROWS, 64, 1024)

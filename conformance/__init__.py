@@ -4,15 +4,15 @@ Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this 
 """
 
 from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close
-from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
-from conformance.parquet_writer import ParquetPredictionWriter
-from conformance.reading import PredictionReadError, PredictionSet, read_predictions
-from conformance.rng import RNGStateCallback, capture_rng_state, restore_rng_state
-from conformance.suites._base import ConformanceSetupError
+from conformance.errors import ConformanceSetupError, PredictionReadError
+from conformance.predictions.parquet_writer import ParquetPredictionWriter
+from conformance.predictions.reader import PredictionSet, read_predictions
+from conformance.predictions.writer import PredictionWriter
 from conformance.suites.datamodule import DataModuleResumeConformance
 from conformance.suites.prediction import PredictionWriterConformance
 from conformance.suites.stop_and_go import StopAndGoConformance
-from conformance.writers import PredictionWriter
+from conformance.training.data import ConsumedSamplesBatchSampler, ResumableDataModule
+from conformance.training.rng import RNGStateCallback, capture_rng_state, restore_rng_state
 
 __all__ = [
     "ComparisonError",

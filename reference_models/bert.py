@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from reference_models.gpt import Transformer, TransformerConfig
-from reference_models.training import LanguageModelModule
+from reference_models.language_model import LanguageModelModule
+from reference_models.transformer import Transformer, TransformerConfig
 
 
 class TinyBERT(LanguageModelModule):

@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from conformance.data import ResumableDataModule
+from conformance import ResumableDataModule
 
 
 class SyntheticTokens(Dataset):

@@ -14,7 +14,7 @@ from conformance import RNGStateCallback
 from reference_models.bert import TinyBERT
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
-from reference_models.prediction import PredictionDataModule
+from reference_models.prediction_data import PredictionDataModule
 
 
 class GPTRecipe:

@@ -14,10 +14,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from conformance.collate import CollationDims, collate, flatten_prediction, take_rows
-from conformance.reading import read_predictions
+from conformance import read_predictions
+from conformance.predictions.collate import CollationDims, collate, flatten_prediction, take_rows
 from reference_models.gpt import TinyGPT
-from reference_models.prediction import PredictionDataModule, pad_tokens
+from reference_models.prediction_data import PredictionDataModule, pad_tokens
 
 _QUIET_WARNINGS = (".*(does not have many workers|predict returned None|shuffling enabled|across ranks is zero"
                    "|LeafSpec).*")

@@ -6,7 +6,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from conformance.atomic import TEMP_PREFIX, atomic_write, is_temporary
+from conformance.predictions.atomic import TEMP_PREFIX, atomic_write, is_temporary
 
 
 class TestAtomicWrite(unittest.TestCase):

@@ -6,7 +6,7 @@ import unittest
 
 import torch
 
-from conformance.collate import (
+from conformance.predictions.collate import (
     TENSOR_KEY,
     CollationDims,
     Pad,
@@ -16,7 +16,7 @@ from conformance.collate import (
     num_rows,
     unflatten_prediction,
 )
-from conformance.tensorfile import tensor_bytes
+from conformance.predictions.formats import tensor_bytes
 
 
 def assemble(plan, parts: list[torch.Tensor]) -> bytes:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import lightning.pytorch as pl
 import torch
 
-from conformance.data import ConsumedSamplesBatchSampler, ResumableDataModule
+from conformance import ConsumedSamplesBatchSampler, ResumableDataModule
 from reference_models.data import SyntheticDataModule, SyntheticTokens
 
 

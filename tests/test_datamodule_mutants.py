@@ -9,7 +9,8 @@ from parameterized import parameterized
 from conformance import DataModuleResumeConformance
 from conformance.report import run_classes
 from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
-from reference_models.datamodule_mutants import DATAMODULE_MUTANTS, Mutant
+from reference_models.mutants import Mutant
+from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
 
 
 def _mutant_name(function, index, params) -> str:
@@ -22,7 +23,7 @@ def _mutant_name(function, index, params) -> str:
 class TestDataModuleMutants(unittest.TestCase):
     @parameterized.expand([(mutant,) for mutant in DATAMODULE_MUTANTS], name_func=_mutant_name)
     def test_killed(self, mutant: Mutant) -> None:
-        self.assertEqual(mutant.problems(run_classes([mutant.conformance_class()])), [])
+        self.assertEqual(mutant.problems(run_classes([mutant.conformance_class])), [])
 
     def test_every_check_has_an_intended_mutant(self) -> None:
         covered = {check for mutant in DATAMODULE_MUTANTS for check in mutant.kills}

@@ -7,7 +7,7 @@ import types
 import unittest
 from unittest import mock
 
-from conformance.parallel import WriterRank, writer_rank
+from conformance.predictions.ranks import WriterRank, writer_rank
 
 STATE_MODULE = "megatron.core.parallel_state"
 

@@ -12,11 +12,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
-from conformance.atomic import TEMP_PREFIX
-from conformance.collate import TENSOR_KEY, CollationDims, collate
-from conformance.parquet_writer import ParquetPredictionWriter
-from conformance.reading import PredictionReadError, read_predictions
-from reference_models.prediction import PredictionDataModule
+from conformance import ParquetPredictionWriter, PredictionReadError, read_predictions
+from conformance.predictions.atomic import TEMP_PREFIX
+from conformance.predictions.collate import TENSOR_KEY, CollationDims, collate
+from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import (
     PredictionTestCase,
     QuietLightning,

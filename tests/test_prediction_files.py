@@ -5,7 +5,7 @@ from __future__ import annotations
 import unittest
 from pathlib import Path
 
-from conformance.prediction_files import PredictionFile, file_name, is_subdir, parse_file_name, subdir_name
+from conformance.predictions.file_names import PredictionFile, file_name, is_subdir, parse_file_name, subdir_name
 
 
 class TestPredictionFileNames(unittest.TestCase):

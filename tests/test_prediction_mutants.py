@@ -9,7 +9,7 @@ from parameterized import parameterized
 from conformance import PredictionWriterConformance
 from conformance.report import run_classes
 from reference_models.mutants import Mutant
-from reference_models.prediction_mutants import PREDICTION_MUTANTS
+from reference_models.mutants.prediction import PREDICTION_MUTANTS
 
 
 def _mutant_name(function, index, params) -> str:
@@ -19,7 +19,7 @@ def _mutant_name(function, index, params) -> str:
 class TestPredictionMutants(unittest.TestCase):
     @parameterized.expand([(mutant,) for mutant in PREDICTION_MUTANTS], name_func=_mutant_name)
     def test_killed(self, mutant: Mutant) -> None:
-        self.assertEqual(mutant.problems(run_classes([mutant.conformance_class()])), [])
+        self.assertEqual(mutant.problems(run_classes([mutant.conformance_class])), [])
 
     def test_every_check_has_an_intended_mutant(self) -> None:
         covered = {check for mutant in PREDICTION_MUTANTS for check in mutant.kills}

@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
-from conformance import DataModuleResumeConformance
-from conformance.backends.probe import ProbePlan, run_probe
-from conformance.backends.processes import importable_name
+from conformance import ConformanceSetupError, DataModuleResumeConformance
 from conformance.report import run_classes
+from conformance.runs.probe import ProbePlan, run_probe
+from conformance.runs.processes import importable_name
 from reference_models.data import SyntheticDataModule
 
 
@@ -59,6 +59,17 @@ class TestProbe(unittest.TestCase):
         logs = run_probe(recipe(SyntheticDataModule), ProbePlan(max_epochs=1, world_size=3))
         self.assertEqual(len(logs), 3)
         self.assertIn("global_batch_size 8 is not a multiple of micro_batch_size x world size = 4 x 3", logs[0].error)
+
+    def test_the_recipe_overrides_trainer_defaults_but_not_what_the_run_owns(self) -> None:
+        overriding = type("Overriding", (recipe(SyntheticDataModule),), {
+            "trainer_kwargs": classmethod(lambda cls: {"limit_val_batches": 1})})
+        [log] = run_probe(overriding, ProbePlan(max_epochs=1))
+        self.assertIsNone(log.error)
+        self.assertEqual({batch for _, batch, _ in log.valid}, {0}, "one validation batch per pass, as asked")
+        owning = type("Owning", (recipe(SyntheticDataModule),), {
+            "trainer_kwargs": classmethod(lambda cls: {"accumulate_grad_batches": 3})})
+        with self.assertRaisesRegex(ConformanceSetupError, r"trainer_kwargs\(\) sets \['accumulate_grad_batches'\]"):
+            owning.validate_settings()
 
     def test_multi_rank_runs_need_an_importable_class(self) -> None:
         with self.assertRaises(TypeError) as caught:

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conformance.atomic import TEMP_PREFIX
-from conformance.reading import PredictionReadError, read_predictions
-from conformance.tensorfile import tensor_entry, write_tensor_file
-from conformance.writers import PredictionWriter
-from reference_models.prediction import PredictionDataModule
+from conformance import PredictionReadError, PredictionWriter, read_predictions
+from conformance.predictions.atomic import TEMP_PREFIX
+from conformance.predictions.formats import tensor_entry, tensor_file_format
+from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import QuietLightning, in_id_order, predict, probe_model, temporary_folder
 
 RANK = "predictions__rank_0__dp_rank_0"
@@ -125,7 +124,7 @@ class TestReadErrors(QuietLightning, unittest.TestCase):
         metadata = loaded.pop("__metadata__")
         self.batch(2).unlink()
         with open(self.batch(2, ".safetensors"), "wb") as stream:
-            write_tensor_file(stream, "safetensors", [tensor_entry(k, v) for k, v in loaded.items()], metadata)
+            tensor_file_format("safetensors").write(stream, [tensor_entry(k, v) for k, v in loaded.items()], metadata)
         with self.assertRaisesRegex(PredictionReadError, r"rank 0 wrote \.pt, \.safetensors files.*one format"):
             read_predictions(self.folder)
 
@@ -167,7 +166,7 @@ class TestDataParallelRanks(QuietLightning, unittest.TestCase):
 
     def write_rank_1(self, tensors: dict[str, torch.Tensor], *, finished: bool = True) -> None:
         with open(self.folder / "predictions__rank_1__dp_rank_1__batch_0.pt", "wb") as stream:
-            write_tensor_file(stream, "pt", [tensor_entry(k, v) for k, v in tensors.items()], self.metadata)
+            tensor_file_format("pt").write(stream, [tensor_entry(k, v) for k, v in tensors.items()], self.metadata)
         if finished:
             (self.folder / "predictions__rank_1__dp_rank_1.manifest.json").write_text(json.dumps(self.rank_1_manifest))
 

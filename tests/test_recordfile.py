@@ -6,8 +6,8 @@ import unittest
 
 import torch
 
-from conformance import recordfile
 from conformance.compare import compare
+from conformance.training import recordfile
 
 
 class TestRecordFile(unittest.TestCase):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conformance.records import RecordStore, to_record
+from conformance.training.records import RecordStore, to_record
 
 Pair = namedtuple("Pair", "left right")
 

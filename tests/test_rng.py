@@ -9,7 +9,7 @@ import unittest
 import numpy as np
 import torch
 
-from conformance.rng import RNGStateCallback, capture_rng_state, restore_rng_state
+from conformance.training.rng import RNGStateCallback, capture_rng_state, restore_rng_state
 
 
 def draw() -> tuple:

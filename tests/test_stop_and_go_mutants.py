@@ -8,7 +8,8 @@ from parameterized import parameterized
 
 from conformance import StopAndGoConformance
 from conformance.report import run_classes
-from reference_models.mutants import STOP_AND_GO_MUTANTS, Mutant
+from reference_models.mutants import Mutant
+from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
 
 
 def _mutant_name(function, index, params) -> str:
@@ -18,7 +19,7 @@ def _mutant_name(function, index, params) -> str:
 class TestStopAndGoMutants(unittest.TestCase):
     @parameterized.expand([(mutant,) for mutant in STOP_AND_GO_MUTANTS], name_func=_mutant_name)
     def test_killed(self, mutant: Mutant) -> None:
-        report = run_classes([mutant.conformance_class()])
+        report = run_classes([mutant.conformance_class])
         self.assertEqual(set(report.statuses()), set(StopAndGoConformance.check_names()), "every check ran once")
         self.assertEqual(mutant.problems(report), [])
 

@@ -12,29 +12,8 @@ from pathlib import Path
 import conformance
 from conformance import ConformanceSetupError, StopAndGoConformance
 from conformance.report import run_classes
-from conformance.suites._base import ConformanceSuite
-from reference_models.mutants import STOP_AND_GO_MUTANTS
 from reference_models.recipes import GPTRecipe
-
-
-class ToySuite(ConformanceSuite, suite=True):
-    """A suite without training runs: one check that passes, one that fails, one that crashes."""
-
-    required_hooks = ()
-
-    def test_passes(self) -> None:
-        pass
-
-    def test_fails(self) -> None:
-        raise AssertionError("the toy property does not hold")
-
-    def test_crashes(self) -> None:
-        raise RuntimeError("bug in the check itself")
-
-
-def adopter(base: type, name: str = "Adopter", **attributes) -> type:
-    """A test class as a model author would write it: ``class Adopter(base, unittest.TestCase)``."""
-    return type(name, (base, unittest.TestCase), {"__module__": __name__, "__qualname__": name, **attributes})
+from tests.toy_suite import adopter
 
 
 class TestSettingsValidation(unittest.TestCase):
@@ -108,44 +87,6 @@ class TestSettingsValidation(unittest.TestCase):
         self.assertEqual(plain.comparison_options("test_optimizer_state"), {"atol": 0.0, "rtol": None},
                          "optimizer state is compared relatively by default (tiny second moments)")
         self.assertEqual(cls.comparison_options("test_optimizer_state")["atol"], 1e-3, "the adopter's value wins")
-
-
-class TestExpectedFailures(unittest.TestCase):
-    def test_expected_failure_unexpected_success_and_crash(self) -> None:
-        cls = adopter(ToySuite, expected_failures={"test_fails": "known gap", "test_passes": "stale entry",
-                                                   "test_crashes": "should still be an error"})
-        report = run_classes([cls])
-        self.assertEqual(report.statuses(), {"test_fails": "expected failure", "test_passes": "unexpected success",
-                                             "test_crashes": "error"})
-        self.assertFalse(report.ok, "an unexpected success must fail the run")
-        self.assertIn("remove it from expected_failures", report.outcome("Adopter", "test_passes").message)
-        self.assertEqual(report.outcome("Adopter", "test_fails").reason, "known gap")
-
-    def test_unittest_runner_counts_unexpected_success_as_unsuccessful(self) -> None:
-        cls = adopter(ToySuite, expected_failures={"test_passes": "stale entry"})
-        result = unittest.TestResult()
-        unittest.TestLoader().loadTestsFromName("test_passes", cls).run(result)
-        self.assertEqual(len(result.unexpectedSuccesses), 1)
-        self.assertFalse(result.wasSuccessful())
-
-    def test_the_shared_mixin_method_is_never_mutated(self) -> None:
-        original = ToySuite.__dict__["test_fails"]
-        first = adopter(ToySuite, "First", expected_failures={"test_fails": "first reason"})
-        second = adopter(first, "Second", expected_failures={})
-        self.assertIs(ToySuite.__dict__["test_fails"], original)
-        self.assertFalse(hasattr(original, "__unittest_expecting_failure__"))
-        self.assertIsNot(first.test_fails, original)
-        self.assertIs(second.test_fails, original, "a subclass that drops the entry gets the plain check back")
-        self.assertEqual(run_classes([second]).statuses()["test_fails"], "failed")
-
-    def test_expected_failure_on_a_real_mutant(self) -> None:
-        mutant = next(m for m in STOP_AND_GO_MUTANTS if m.name == "init_global_step_forgotten")
-        cls = type("Known", (mutant.recipe, StopAndGoConformance, unittest.TestCase), {
-            "expected_failures": {"test_consumed_samples": "double counts after resume (tracked in #12)",
-                                  "test_initial_consumed_samples": "same bug"}})
-        report = run_classes([cls])
-        self.assertTrue(report.ok, report.format_text())
-        self.assertEqual(report.statuses()["test_consumed_samples"], "expected failure")
 
 
 class TestNothingIsCollectedFromTheKit(unittest.TestCase):

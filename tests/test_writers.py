@@ -14,12 +14,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from conformance.atomic import TEMP_PREFIX
-from conformance.collate import TENSOR_KEY, CollationDims, collate
-from conformance.reading import PredictionReadError, read_predictions
-from conformance.tensorfile import METADATA_KEY
-from conformance.writers import PredictionWriter
-from reference_models.prediction import PredictionDataModule
+from conformance import PredictionReadError, PredictionWriter, read_predictions
+from conformance.predictions.atomic import TEMP_PREFIX
+from conformance.predictions.collate import TENSOR_KEY, CollationDims, collate
+from conformance.predictions.formats import METADATA_KEY
+from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import (
     PredictionTestCase,
     ShuffledLoader,
@@ -106,7 +105,7 @@ class TestLayouts(PredictionTestCase):
         predict(self.model, PredictionWriter(self.folder, format="safetensors", files_per_subdir=4),
                 PredictionDataModule(num_samples=9))
         self.assertEqual(json.loads((self.folder / MANIFEST).read_text()), {
-            "writer": "conformance.writers.PredictionWriter", "global_rank": 0, "dp_rank": 0, "dp_size": 1,
+            "writer": "conformance.predictions.writer.PredictionWriter", "global_rank": 0, "dp_rank": 0, "dp_size": 1,
             "dataloaders": {"0": {"num_samples": 9, "batches_written": 3}}, "resumed_batches": 0,
             "format": "safetensors", "write_interval": "batch", "files_per_subdir": 4,
         })

@@ -1,43 +1,34 @@
-"""What every conformance mixin shares: hook validation, expected failures, tolerances and per-check details.
+"""What every conformance mixin shares: the class life cycle, validation of the adopter's hooks and settings,
+expected failures and tolerances.
 
 A suite mixin is a plain class (never a ``TestCase``, never named ``Test*``), so importing the kit adds no test
-to anyone's run. Its checks are its ``test_*`` methods; their names are public API.
+to anyone's run. Its checks are its ``test_*`` methods; their names are public API. How checks fail is in
+:mod:`._assertions`, how expected failures are marked in :mod:`._expected_failures`.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 
-from conformance.compare import LeafStat, Tolerance
-from conformance.records import datamodule_consumed_samples
+from conformance.compare import Tolerance
+from conformance.errors import ConformanceSetupError
+from conformance.suites._assertions import CheckAssertions
+from conformance.suites._expected_failures import mark_expected_failures
+from conformance.training.records import datamodule_consumed_samples
 
-__all__ = ["CheckDetail", "ConformanceSetupError", "ConformanceSuite"]
+__all__ = ["ConformanceSuite"]
 
 _TOLERANCE_KEYS = frozenset({"atol", "rtol", "equal_nan", "paths"})
 
 
-class ConformanceSetupError(TypeError):
-    """A conformance class is set up wrongly (missing hook, unknown check name, inconsistent settings)."""
-
-
-@dataclass
-class CheckDetail:
-    """What a check measured, for reports: the leaf that came closest to its tolerance, and a summary line."""
-
-    worst: LeafStat | None = None
-    summary: str = ""
-
-
-class ConformanceSuite:
+class ConformanceSuite(CheckAssertions):
     """Base of the conformance mixins; adopters inherit a mixin first and ``unittest.TestCase`` second.
 
     Adopters implement the classmethod hooks in ``required_hooks`` and may override the optional ones below.
@@ -55,9 +46,9 @@ class ConformanceSuite:
     rtol: ClassVar[float | None] = None
     #: Every run is seeded with this (``lightning.seed_everything``) before the recipe is built.
     seed: ClassVar[int] = 1234
+    #: Trainer arguments the suite's runs set themselves; ``trainer_kwargs()`` may not set them.
+    owned_trainer_kwargs: ClassVar[frozenset[str]] = frozenset()
 
-    #: Filled in during the run of a class: ``{check_name: CheckDetail}``.
-    check_details: ClassVar[dict[str, CheckDetail]]
     _suite_checks: ClassVar[dict[str, Callable[..., None]]] = {}
     _work_dir: ClassVar[Path]
 
@@ -85,14 +76,7 @@ class ConformanceSuite:
             cls._suite_checks = {**cls._suite_checks, **suite_checks(cls)}
             return
         expected = cls.expected_failures if isinstance(cls.expected_failures, Mapping) else {}
-        for name in cls._suite_checks:
-            current = getattr(cls, name)
-            check = getattr(current, "__wrapped__", current) if _is_expecting_failure(current) else current
-            reason = expected.get(name)
-            if isinstance(reason, str) and reason.strip():
-                setattr(cls, name, _expecting_failure(check, reason))
-            elif check is not current:
-                setattr(cls, name, check)
+        mark_expected_failures(cls, cls._suite_checks, expected)
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -126,7 +110,7 @@ class ConformanceSuite:
     def validate_settings(cls) -> None:
         """Raise :class:`ConformanceSetupError` naming the class, the attribute and the fix for every problem."""
         problems = cls._hook_problems() + cls._expected_failure_problems() + cls._tolerance_problems()
-        problems += cls.settings_problems()
+        problems += cls._trainer_kwargs_problems() + cls.settings_problems()
         if problems:
             listing = "\n".join(f"  - {problem}" for problem in problems)
             raise ConformanceSetupError(f"{cls.__qualname__} is not set up correctly:\n{listing}")
@@ -148,14 +132,26 @@ class ConformanceSuite:
         return problems
 
     @classmethod
+    def _trainer_kwargs_problems(cls) -> list[str]:
+        owned = sorted(cls.owned_trainer_kwargs & set(cls.trainer_kwargs()))
+        if owned:
+            return [(f"trainer_kwargs() sets {owned}, which the kit controls in this suite's runs (run length, "
+                     "devices, callbacks and logging folder come from the suite's settings and make_callbacks()); "
+                     "remove them")]
+        return []
+
+    @classmethod
+    def _unknown_check(cls, setting: str, name: str) -> str:
+        return f"{setting} names unknown check '{name}'; known checks: {', '.join(cls.check_names())}"
+
+    @classmethod
     def _expected_failure_problems(cls) -> list[str]:
         if not isinstance(cls.expected_failures, Mapping):
             return ["expected_failures must be a dict {check_name: reason}"]
         problems = []
         for name, reason in cls.expected_failures.items():
             if name not in cls._suite_checks:
-                problems.append(f"expected_failures names unknown check '{name}'; known checks: "
-                                f"{', '.join(cls.check_names())}")
+                problems.append(cls._unknown_check("expected_failures", name))
             elif not isinstance(reason, str) or not reason.strip():
                 problems.append(f"expected_failures['{name}'] needs a non-empty reason string saying why it fails")
         return problems
@@ -167,8 +163,7 @@ class ConformanceSuite:
         problems = []
         for name, settings in cls.tolerances.items():
             if name not in cls._suite_checks:
-                problems.append(f"tolerances names unknown check '{name}'; known checks: "
-                                f"{', '.join(cls.check_names())}")
+                problems.append(cls._unknown_check("tolerances", name))
             elif not isinstance(settings, Mapping) or not set(settings) <= _TOLERANCE_KEYS:
                 problems.append(f"tolerances['{name}'] must be a dict with keys among {sorted(_TOLERANCE_KEYS)}")
             else:
@@ -198,10 +193,6 @@ class ConformanceSuite:
             options["path_tolerances"] = {pattern: Tolerance(*pair) for pattern, pair in paths.items()}
         return options
 
-    def note_detail(self, check: str, worst: LeafStat | None, summary: str) -> None:
-        """Remember what ``check`` measured, for the report of the ``certify`` command."""
-        type(self).check_details[check] = CheckDetail(worst, summary)
-
 
 def _tolerance_value_problems(where: str, settings: Mapping[str, Any]) -> list[str]:
     """Problems with the values of one check's tolerance settings."""
@@ -223,32 +214,3 @@ def _is_tolerance(value: Any) -> bool:
 def suite_checks(suite: type) -> dict[str, Callable[..., None]]:
     """The ``test_*`` functions a suite mixin defines, in definition order."""
     return {name: value for name, value in vars(suite).items() if name.startswith("test_") and callable(value)}
-
-
-def _expecting_failure(check: Callable[[Any], None], reason: str) -> Callable[[Any], None]:
-    """A copy of ``check`` that unittest (and pytest) count as an expected failure; the original is untouched."""
-
-    @functools.wraps(check)
-    def expected_to_fail(self: Any) -> None:
-        try:
-            check(self)
-        except AssertionError as failure:
-            raise AssertionError(f"expected failure ({reason}): {failure}") from failure
-        except BaseException:
-            _count_as_error(self)
-            raise
-
-    expected_to_fail.__unittest_expecting_failure__ = True  # type: ignore[attr-defined]
-    expected_to_fail.expected_failure_reason = reason  # type: ignore[attr-defined]
-    return expected_to_fail
-
-
-def _is_expecting_failure(method: Any) -> bool:
-    return hasattr(method, "expected_failure_reason")
-
-
-def _count_as_error(test: Any) -> None:
-    """Make unittest report a crash inside an expected-failure check as an error, not as the expected failure."""
-    outcome = getattr(test, "_outcome", None)
-    if outcome is not None and hasattr(outcome, "expecting_failure"):
-        outcome.expecting_failure = False

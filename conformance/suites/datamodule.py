@@ -1,7 +1,7 @@
 """DataModuleResumeConformance: a data module restored from a checkpoint continues at exactly the next sample.
 
 The data module is driven by real Lightning fits of a probe model that records only sample ids
-(:mod:`conformance.backends.probe`). The reference is an uninterrupted run of ``num_epochs`` epochs; every
+(:mod:`conformance.runs.probe`). The reference is an uninterrupted run of ``num_epochs`` epochs; every
 other run is compared with it step by step (the samples of one optimizer step, over all micro-batches and ranks).
 Runs that crash after a step save their checkpoint where ``ModelCheckpoint`` would.
 """
@@ -14,9 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from conformance.backends.probe import ProbeLog, ProbePlan, run_probe
+from conformance._text import listing
+from conformance.runs.probe import OWNED_TRAINER_KWARGS, ProbeLog, ProbePlan, run_probe
 from conformance.sample_ids import default_sample_ids
+from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
+from conformance.suites._capabilities import DataModuleCapabilities
 
 __all__ = ["DataModuleResumeConformance"]
 
@@ -44,12 +47,11 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     """Mixin certifying that a data module resumes at exactly the next sample, on any worker and rank count."""
 
     required_hooks: ClassVar[tuple[str, ...]] = ("make_datamodule",)
+    owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
     #: Epochs of the uninterrupted reference run (at least 2: resume must also work in a later epoch).
     num_epochs: ClassVar[int] = 2
 
-    datamodule_state_key: ClassVar[str]
-    datamodule_global_batch_size: ClassVar[int | None]
-    datamodule_refuses_elastic_resume: ClassVar[bool]
+    datamodule: ClassVar[DataModuleCapabilities]
     reference: ClassVar[list[ProbeLog]]
     interrupt_points: ClassVar[dict[str, int]]
     interrupted: ClassVar[dict[str, list[ProbeLog]]]
@@ -81,10 +83,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     @classmethod
     def prepare(cls) -> None:
         """The uninterrupted reference, then a crash and a resume at each interrupt point."""
-        sample = cls.make_datamodule()
-        cls.datamodule_state_key = type(sample).__qualname__
-        cls.datamodule_global_batch_size = getattr(sample, "global_batch_size", None)
-        cls.datamodule_refuses_elastic_resume = getattr(sample, "supports_elastic_resume", True) is False
+        cls.datamodule = DataModuleCapabilities.of(cls.make_datamodule())
         cls.reference = run_probe(cls, ProbePlan(max_epochs=cls.num_epochs))
         cls.interrupted, cls.resumed, cls.interrupt_points = {}, {}, {}
         if cls.reference[0].error is None:
@@ -107,21 +106,19 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     # --- the checks ----------------------------------------------------------------------------------------
     def test_resume_continues_exactly(self) -> None:
         """At every interrupt point the resumed run draws exactly the uninterrupted run's samples, in order."""
-        check = "test_resume_continues_exactly"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         problems = [problem for name in self.interrupt_points
                     for problem in self._trajectory_problems(name, expected, self.interrupted[name],
                                                              self.resumed[name], ordered=True)]
-        self._conclude(check, problems, f"{len(self.interrupt_points)} interrupt points, {len(expected)} steps")
+        self.conclude(problems, f"{len(self.interrupt_points)} interrupt points, {len(expected)} steps")
 
     def test_no_sample_repeated_or_skipped(self) -> None:
         """Around every resume, each epoch uses every sample of the uninterrupted epoch exactly once."""
-        check = "test_no_sample_repeated_or_skipped"
-        self._reference_steps(check)
+        self._reference_steps()
         reference_epochs = _samples_by_epoch(self.reference)
         problems = []
         for name, step in self.interrupt_points.items():
-            self._require_ok(check, self.interrupted[name] + self.resumed[name], name)
+            self.require_succeeded(f"{name} interrupted or resumed", self.interrupted[name] + self.resumed[name])
             before = _samples_by_epoch(self.interrupted[name], last_step=step)
             after = _samples_by_epoch(self.resumed[name], first_step=step + 1)
             for epoch, expected in reference_epochs.items():
@@ -132,13 +129,12 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                 for label, ids in (("skipped", missing), ("repeated", repeated), ("foreign", extra)):
                     if ids:
                         problems.append(f"{name} (stop after step {step}), epoch {epoch}: {label} samples "
-                                        f"{_ids(ids)}")
-        self._conclude(check, problems, f"{len(reference_epochs)} epochs x {len(self.interrupt_points)} resumes")
+                                        f"{listing(ids)}")
+        self.conclude(problems, f"{len(reference_epochs)} epochs x {len(self.interrupt_points)} resumes")
 
     def test_num_workers(self) -> None:
         """With 0 and with 2 loader worker processes, uninterrupted and resumed streams are the reference's."""
-        check = "test_num_workers"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         step = self.interrupt_points["mid_epoch"]
         problems = []
         for workers in (0, 2):
@@ -148,12 +144,11 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             problems += self._stream_problems(f"{label}, uninterrupted", expected, whole, ordered=True)
             problems += self._trajectory_problems(f"{label}, mid_epoch", expected, interrupted, resumed,
                                                   ordered=True)
-        self._conclude(check, problems, "num_workers 0 and 2, uninterrupted and resumed")
+        self.conclude(problems, "num_workers 0 and 2, uninterrupted and resumed")
 
     def test_multi_epoch_shuffle(self) -> None:
         """Epochs are shuffled differently, and a resume in a later epoch continues that epoch's own order."""
-        check = "test_multi_epoch_shuffle"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         orders: dict[int, list[int]] = {}
         for step, epoch in step_epochs(self.reference).items():
             orders.setdefault(epoch, []).extend(expected[step])
@@ -161,17 +156,16 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         if len(orders) < 2:
             problems.append(f"the uninterrupted run covered {len(orders)} epoch(s); need at least 2")
         elif orders[0] == orders[1]:
-            problems.append(f"epochs 0 and 1 draw the samples in the same order ({_ids(orders[0])}): the shuffle "
+            problems.append(f"epochs 0 and 1 draw the samples in the same order ({listing(orders[0])}): the shuffle "
                             "ignores the epoch (seed it with seed + epoch)")
         name = "mid_second_epoch"
         problems += self._trajectory_problems(name, expected, self.interrupted[name],
                                               self.resumed[name], ordered=True)
-        self._conclude(check, problems, f"{len(orders)} epochs")
+        self.conclude(problems, f"{len(orders)} epochs")
 
     def test_repeated_resumes(self) -> None:
         """Resume, train, save, resume again: samples and consumed samples stay exact across both resumes."""
-        check = "test_repeated_resumes"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         first, second = self.interrupt_points["first_step"], self.interrupt_points["mid_epoch"]
         after_first = run_probe(type(self), ProbePlan(self.num_epochs, resume_from=str(self._work_dir / "first_step.ckpt"),
                                                 stop_after_step=second,
@@ -181,43 +175,41 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                  (final, second + 1, max(expected))]
         problems = []
         for logs, start, stop in chain:
-            self._require_ok(check, logs, "a repeated resume")
+            self.require_succeeded("repeatedly resumed", logs)
             drawn = {s: ids for s, ids in step_samples(logs).items() if start <= s <= stop}
             problems += _compare_steps(f"steps {start}..{stop}", drawn,
                                        {s: ids for s, ids in expected.items() if start <= s <= stop}, ordered=True)
         for logs, resumed_at in ((after_first, first), (final, second)):
             problems += self._consumed_problems(f"after resuming at step {resumed_at} the data module reports",
                                                 resumed_at, (logs[0].start_state or {}).get("consumed_samples"))
-        self._conclude(check, problems, f"resumed after steps {first} and {second}")
+        self.conclude(problems, f"resumed after steps {first} and {second}")
 
     def test_validation_starts_at_first_sample(self) -> None:
         """Every validation pass, including the first after each resume, is the uninterrupted run's first pass."""
-        check = "test_validation_starts_at_first_sample"
-        self._reference_steps(check)
+        self._reference_steps()
         passes = _validation_passes(self.reference)
         if not passes:
-            raise AssertionError(f"{check}: the data module ran no validation; give it a val_dataloader (or list "
-                                 "the check in expected_failures if it has none)")
+            self.fail_check("the data module ran no validation; give it a val_dataloader (or list the check in "
+                            "expected_failures if it has none)")
         first_pass = next(iter(passes.values()))
         problems = []
         for name, logs in [("uninterrupted", self.reference)] + [(f"resumed {n}", l) for n, l in self.resumed.items()]:
-            self._require_ok(check, logs, name)
+            self.require_succeeded(name, logs)
             for step, samples in _validation_passes(logs).items():
                 if samples != first_pass:
-                    problems.append(f"{name}: the validation after step {step} drew {_ids(samples)}, expected the "
-                                    f"first validation's {_ids(first_pass)}")
+                    problems.append(f"{name}: the validation after step {step} drew {listing(samples)}, expected the "
+                                    f"first validation's {listing(first_pass)}")
                     break
-        self._conclude(check, problems, f"{len(passes)} validation passes in the reference")
+        self.conclude(problems, f"{len(passes)} validation passes in the reference")
 
     def test_checkpoint_state(self) -> None:
         """The data module's state is in each checkpoint, small, JSON-serialisable, and counts step x batch."""
-        check = "test_checkpoint_state"
-        self._reference_steps(check)
+        self._reference_steps()
         problems = []
         for name, step in self.interrupt_points.items():
-            self._require_ok(check, self.interrupted[name], name)
+            self.require_succeeded(f"{name} interrupted", self.interrupted[name])
             checkpoint = torch.load(self._work_dir / f"{name}.ckpt", map_location="cpu", weights_only=True)
-            state = checkpoint.get(self.datamodule_state_key)
+            state = checkpoint.get(self.datamodule.state_key)
             if state is None:
                 problems.append(f"{name}: no data-module state in the checkpoint (Lightning saves "
                                 "datamodule.state_dict() under the class name, and only when it is non-empty)")
@@ -233,30 +225,28 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                                 f"{MAX_STATE_BYTES} (store positions, not sample lists)")
             problems += self._consumed_problems(f"{name}: the checkpoint of step {step} holds", step,
                                                 state.get("consumed_samples"))
-        self._conclude(check, problems, f"{len(self.interrupt_points)} checkpoints")
+        self.conclude(problems, f"{len(self.interrupt_points)} checkpoints")
 
     def test_state_restored_before_first_batch(self) -> None:
         """When the resumed run starts training, the data module already reports the restored position."""
-        check = "test_state_restored_before_first_batch"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         problems = []
         for name, step in self.interrupt_points.items():
             logs = self.resumed[name]
-            self._require_ok(check, logs, name)
+            self.require_succeeded(name, logs)
             problems += self._consumed_problems(f"{name}: at the start of the resumed run the data module reports",
                                                 step, (logs[0].start_state or {}).get("consumed_samples"))
             first = step_samples(logs).get(step + 1)
             if first != expected.get(step + 1):
-                problems.append(f"{name}: the first resumed step drew {_ids(first or [])}, expected "
-                                f"{_ids(expected.get(step + 1, []))}: the state was applied after the loader was "
+                problems.append(f"{name}: the first resumed step drew {listing(first or [])}, expected "
+                                f"{listing(expected.get(step + 1, []))}: the state was applied after the loader was "
                                 "built (e.g. the sampler is created in setup(), which Lightning calls before it "
                                 "restores the checkpoint)")
-        self._conclude(check, problems, f"{len(self.interrupt_points)} resumes")
+        self.conclude(problems, f"{len(self.interrupt_points)} resumes")
 
     def test_data_parallel_streams(self) -> None:
         """On 2 ranks (real gloo processes) the ranks' samples are disjoint and together are the global stream."""
-        check = "test_data_parallel_streams"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         step = self.interrupt_points["mid_epoch"]
         whole = run_probe(type(self), ProbePlan(self.num_epochs, world_size=2))
         interrupted, resumed = self._crash_and_resume(step, "dp2.ckpt", world_size=2)
@@ -264,12 +254,11 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         problems += self._rank_overlap_problems("2 ranks, resumed", resumed)
         problems += self._stream_problems("2 ranks, uninterrupted", expected, whole, ordered=False)
         problems += self._trajectory_problems("2 ranks, mid_epoch", expected, interrupted, resumed, ordered=False)
-        self._conclude(check, problems, "world size 2, uninterrupted and resumed")
+        self.conclude(problems, "world size 2, uninterrupted and resumed")
 
     def test_elastic_resume(self) -> None:
         """A checkpoint of 2 ranks resumes on 1 and one of 1 rank on 2, global batch fixed, same global stream."""
-        check = "test_elastic_resume"
-        expected = self._reference_steps(check)
+        expected = self._reference_steps()
         step = self.interrupt_points["mid_epoch"]
         two_to_one = self._crash_and_resume(step, "elastic21.ckpt", world_size=2, resume_world_size=1)
         one_to_two = (self.interrupted["mid_epoch"],
@@ -277,35 +266,29 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                                                 resume_from=str(self._work_dir / "mid_epoch.ckpt"))))
         cases = {"2 -> 1 ranks": two_to_one, "1 -> 2 ranks": one_to_two}
         problems = []
-        if self.datamodule_refuses_elastic_resume:
+        if self.datamodule.refuses_elastic_resume:
             for label, (_, resumed) in cases.items():
                 if not any(log.error for log in resumed):
                     problems.append(f"{label}: the data module declares supports_elastic_resume = False but "
                                     "resumed without an error; it must refuse a different world size clearly")
-            self._conclude(check, problems, "elastic resume refused, as declared")
+            self.conclude(problems, "elastic resume refused, as declared")
             return
         for label, (interrupted, resumed) in cases.items():
             problems += self._trajectory_problems(label, expected, interrupted, resumed, ordered=False)
-        self._conclude(check, problems, "2 -> 1 and 1 -> 2 ranks")
+        self.conclude(problems, "2 -> 1 and 1 -> 2 ranks")
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _reference_steps(self, check: str) -> Steps:
-        self._require_ok(check, self.reference, "the uninterrupted reference")
+    def _reference_steps(self) -> Steps:
+        self.require_succeeded("uninterrupted reference", self.reference)
         steps = step_samples(self.reference)
         if not steps:
-            raise AssertionError(f"{check}: the uninterrupted reference drew no training batch")
+            self.fail_check("the uninterrupted reference run drew no training batch")
         return steps
-
-    def _require_ok(self, check: str, logs: list[ProbeLog], name: str) -> None:
-        for log in logs:
-            if log.error:
-                raise AssertionError(f"{check}: {name} run failed on rank {log.rank}:\n{log.error}")
 
     def _trajectory_problems(self, name: str, expected: Steps, interrupted: list[ProbeLog],
                              resumed: list[ProbeLog], *, ordered: bool) -> list[str]:
         """Problems of interrupted (its steps up to the crash) + resumed (the rest) against ``expected``."""
-        errors = [f"{name}: run failed on rank {log.rank}: {log.error.splitlines()[0]}"
-                  for log in interrupted + resumed if log.error]
+        errors = run_failures(name, interrupted + resumed)
         if errors:
             return errors
         before, after = step_samples(interrupted), step_samples(resumed)
@@ -315,8 +298,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         return _compare_steps(name, {**before, **after}, expected, ordered=ordered)
 
     def _stream_problems(self, name: str, expected: Steps, logs: list[ProbeLog], *, ordered: bool) -> list[str]:
-        errors = [f"{name}: run failed on rank {log.rank}: {log.error.splitlines()[0]}" for log in logs if log.error]
-        return errors or _compare_steps(name, step_samples(logs), expected, ordered=ordered)
+        return run_failures(name, logs) or _compare_steps(name, step_samples(logs), expected, ordered=ordered)
 
     @staticmethod
     def _rank_overlap_problems(name: str, logs: list[ProbeLog]) -> list[str]:
@@ -326,23 +308,16 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             seen = [set(rank.get(step, [])) for rank in per_rank]
             shared = set.intersection(*seen) if len(seen) > 1 else set()
             if shared:
-                problems.append(f"{name}: at step {step} ranks share samples {_ids(sorted(shared))}")
+                problems.append(f"{name}: at step {step} ranks share samples {listing(sorted(shared))}")
         return problems
 
     def _consumed_problems(self, where: str, step: int, consumed: Any) -> list[str]:
         """A problem unless ``consumed`` equals ``step`` global batches of samples."""
-        batch = self.datamodule_global_batch_size
+        batch = self.datamodule.global_batch_size
         expected = step * batch if batch is not None else None
         if consumed == expected:
             return []
         return [f"{where} consumed_samples={consumed!r}, expected {step} x {batch} = {expected}"]
-
-    def _conclude(self, check: str, problems: list[str], summary: str) -> None:
-        self.note_detail(check, None, summary if not problems else f"{len(problems)} problems")
-        if problems:
-            shown = "\n".join(f"  - {problem}" for problem in problems[:20])
-            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            raise AssertionError(f"{check}: {len(problems)} problem(s)\n{shown}{more}")
 
 
 def _interrupt_points(epochs: dict[int, int]) -> dict[str, int]:
@@ -371,8 +346,8 @@ def _compare_steps(name: str, drawn: Steps, expected: Steps, *, ordered: bool) -
         return []
     step = differing[0]
     what = "samples (in order)" if ordered else "samples (as a set over ranks)"
-    message = (f"{name}: step {step} drew {what} {_ids(drawn.get(step, []))}, the uninterrupted run "
-               f"{_ids(expected.get(step, []))}; {len(differing)} of {len(expected)} steps differ")
+    message = (f"{name}: step {step} drew {what} {listing(drawn.get(step, []))}, the uninterrupted run "
+               f"{listing(expected.get(step, []))}; {len(differing)} of {len(expected)} steps differ")
     return [message]
 
 
@@ -393,8 +368,3 @@ def _validation_passes(logs: list[ProbeLog]) -> dict[int, list[int]]:
     for global_step, _, ids in logs[0].valid:
         passes.setdefault(global_step, []).extend(ids)
     return passes
-
-
-def _ids(ids: list[int], limit: int = 12) -> str:
-    shown = ", ".join(map(str, ids[:limit]))
-    return f"[{shown}{', ...' if len(ids) > limit else ''}] ({len(ids)} ids)"

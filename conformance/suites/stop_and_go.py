@@ -16,17 +16,20 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from conformance.backends.lightning import KIT_OWNED_TRAINER_KWARGS, Interruption, RunOutcome, fit_run
+from conformance._text import indent
 from conformance.compare import compare
-from conformance.records import Key, RecordStore
+from conformance.runs.callbacks import Interruption
+from conformance.runs.fit import OWNED_TRAINER_KWARGS, RunOutcome, fit_run
+from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
-from conformance.suites.trajectory import compare_stream, describe_key
+from conformance.suites._trajectory import compare_stream, describe_key
+from conformance.training.records import Key, RecordStore
 
 __all__ = ["StopAndGoConformance"]
 
 _HINTS = {
     "consumed_samples": "the data module reports no consumed samples: keep 'consumed_samples' in its state_dict() "
-                        "(conformance.data.ResumableDataModule does), override the consumed_samples(trainer) hook, "
+                        "(conformance.ResumableDataModule does), override the consumed_samples(trainer) hook, "
                         "or list the check in expected_failures with the reason",
     "optimizer_state": "the optimizer keeps no state to compare",
     "lr_scheduler_state": "the recipe configures no LR scheduler; list the check in expected_failures if that is "
@@ -53,6 +56,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     #: "crash": an exception right after the checkpoint, as a preempted job dies; "clean": the trainer stops.
     interruption: ClassVar[Literal["clean", "crash"]] = "crash"
 
+    owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
     #: Adam's second moments are often ~1e-5 or smaller, below float32's default atol: compare them relatively.
     default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_optimizer_state": {"atol": 0.0}}
 
@@ -71,10 +75,6 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                             "the end")
         if cls.interruption not in ("clean", "crash"):
             problems.append(f"interruption must be 'clean' or 'crash', got {cls.interruption!r}")
-        owned = sorted(KIT_OWNED_TRAINER_KWARGS & set(cls.trainer_kwargs()))
-        if owned:
-            problems.append(f"trainer_kwargs() sets {owned}, which the kit controls (the run length comes from "
-                            "num_steps, callbacks from make_callbacks()); remove them")
         return problems
 
     @classmethod
@@ -103,8 +103,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         for run, (first, last) in expected_steps.items():
             if not run.records.keys("global_step"):
                 problems.append(f"the {run.name} run recorded no optimizer step (expected steps {first}..{last})")
-            if run.error:
-                problems.append(f"the {run.name} run failed: {run.error.splitlines()[0]}")
+            problems += run_failures(run.name, [run])
             if not all(_is_finite(loss) for _, loss in run.records.items("train_loss")):
                 problems.append(f"the {run.name} run recorded a missing or non-finite training loss")
         final = self.continuous.records.keys("final_weights")
@@ -115,111 +114,105 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                 problems.append("the continuous run's weights did not change: nothing was trained")
         else:
             problems.append("the continuous run never reached the end of training (no final weights recorded)")
-        self.note_detail("test_runs_trained", None, "; ".join(problems) or "all runs trained")
-        if problems:
-            raise AssertionError("test_runs_trained: " + "; ".join(problems))
+        self.conclude(problems, "all runs trained")
 
     def test_global_step(self) -> None:
         """Global step and epoch after every optimizer step."""
-        self._check_stream("test_global_step", "global_step", resumed_from=self.stop_step + 1)
+        self._check_stream("global_step", resumed_from=self.stop_step + 1)
 
     def test_learning_rate(self) -> None:
         """Every param group's learning rate used by every optimizer step."""
-        self._check_stream("test_learning_rate", "learning_rate", resumed_from=self.stop_step + 1)
+        self._check_stream("learning_rate", resumed_from=self.stop_step + 1)
 
     def test_consumed_samples(self) -> None:
         """The data module's consumed-samples count after every optimizer step."""
-        self._check_stream("test_consumed_samples", "consumed_samples", resumed_from=self.stop_step + 1,
+        self._check_stream("consumed_samples", resumed_from=self.stop_step + 1,
                            has_content=lambda value: value is not None)
 
     def test_initial_consumed_samples(self) -> None:
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
-        check = "test_initial_consumed_samples"
-        self._require_runs(check)
-        expected = self._read_one(check, self.continuous, "consumed_samples", (self.stop_step,))
-        actual = self._read_one(check, self.resumed, "start", (self.stop_step,))["consumed_samples"]
+        self._require_runs()
+        expected = self._read_one(self.continuous, "consumed_samples", (self.stop_step,))
+        actual = self._read_one(self.resumed, "start", (self.stop_step,))["consumed_samples"]
         if expected is None or actual is None:
-            raise AssertionError(f"{check}: {_HINTS['consumed_samples']}")
-        self.note_detail(check, None, f"resumed at {actual} consumed samples, expected {expected}")
+            self.fail_check(_HINTS["consumed_samples"])
+        self.note_detail(None, f"resumed at {actual} consumed samples, expected {expected}")
         if actual != expected:
-            raise AssertionError(
-                f"{check}: after restoring the checkpoint of step {self.stop_step} the data module reports "
-                f"{actual} consumed samples; the uninterrupted run had consumed {expected} by then, so the resumed "
-                f"run {'replays' if actual is not None and actual < expected else 'skips'} data"
+            self.fail_check(
+                f"after restoring the checkpoint of step {self.stop_step} the data module reports {actual} consumed "
+                f"samples; the uninterrupted run had consumed {expected} by then, so the resumed run "
+                f"{'replays' if actual < expected else 'skips'} data"
             )
 
     def test_optimizer_state(self) -> None:
         """Every optimizer's full state after every optimizer step."""
-        self._check_stream("test_optimizer_state", "optimizer_state", resumed_from=self.stop_step + 1,
+        self._check_stream("optimizer_state", resumed_from=self.stop_step + 1,
                            has_content=lambda value: any(state.get("state") for state in value))
 
     def test_lr_scheduler_state(self) -> None:
         """Every LR scheduler's state after every optimizer step."""
-        self._check_stream("test_lr_scheduler_state", "lr_scheduler_state", resumed_from=self.stop_step + 1,
+        self._check_stream("lr_scheduler_state", resumed_from=self.stop_step + 1,
                            has_content=bool)
 
     def test_rng_state(self) -> None:
         """Python, numpy, torch CPU and CUDA RNG states at the start of every training batch."""
-        self._check_stream("test_rng_state", "rng_state", resumed_from=self.stop_step)
+        self._check_stream("rng_state", resumed_from=self.stop_step)
 
     def test_train_inputs(self) -> None:
         """Every training batch, in order."""
-        self._check_stream("test_train_inputs", "train_inputs", resumed_from=self.stop_step)
+        self._check_stream("train_inputs", resumed_from=self.stop_step)
 
     def test_train_outputs(self) -> None:
         """What the model's forward returned for every training batch."""
-        self._check_stream("test_train_outputs", "train_outputs", resumed_from=self.stop_step, has_content=bool)
+        self._check_stream("train_outputs", resumed_from=self.stop_step, has_content=bool)
 
     def test_train_loss(self) -> None:
         """The loss of every training batch."""
-        self._check_stream("test_train_loss", "train_loss", resumed_from=self.stop_step,
+        self._check_stream("train_loss", resumed_from=self.stop_step,
                            has_content=lambda value: value is not None)
 
     def test_valid_inputs(self) -> None:
         """Every validation batch of every validation run after the resume point, in order."""
-        self._check_validation("test_valid_inputs", "valid_inputs", has_content=lambda value: True)
+        self._check_validation("valid_inputs", has_content=lambda value: True)
 
     def test_valid_outputs(self) -> None:
         """What the model's forward returned for every validation batch."""
-        self._check_validation("test_valid_outputs", "valid_outputs", has_content=bool)
+        self._check_validation("valid_outputs", has_content=bool)
 
     def test_valid_loss(self) -> None:
         """The loss of every validation batch."""
-        self._check_validation("test_valid_loss", "valid_loss", has_content=lambda value: value is not None)
+        self._check_validation("valid_loss", has_content=lambda value: value is not None)
 
     def test_final_weights(self) -> None:
         """The model's weights when training ends."""
-        check = "test_final_weights"
-        self._require_runs(check)
+        self._require_runs()
         key = (self.num_steps,)
-        result = compare(self._read_one(check, self.resumed, "final_weights", key),
-                         self._read_one(check, self.continuous, "final_weights", key),
-                         **self.comparison_options(check))
-        self.note_detail(check, result.worst, f"{result.leaves_compared} tensors compared")
+        result = compare(self._read_one(self.resumed, "final_weights", key),
+                         self._read_one(self.continuous, "final_weights", key),
+                         **self.comparison_options(self.check_name))
+        self.note_detail(result.worst, f"{result.leaves_compared} tensors compared")
         if not result.ok:
-            raise AssertionError(f"{check}: the resumed run ends with different weights at {describe_key(key)}\n"
-                                 + _indent(result.format(10)))
+            self.fail_check(f"the resumed run ends with different weights at {describe_key(key)}",
+                            detail=result.format(10))
 
     def test_checkpoint_contents(self) -> None:
         """The checkpoint loads with weights_only=True and holds the state the resume needs, equal to the run's."""
-        check = "test_checkpoint_contents"
-        self._require_runs(check, runs=(self.interrupted,))
+        self._require_runs(self.interrupted)
         path = self._work_dir / "interrupted.ckpt"
         if not path.exists():
-            raise AssertionError(f"{check}: the interrupted run wrote no checkpoint after step {self.stop_step}")
+            self.fail_check(f"the interrupted run wrote no checkpoint after step {self.stop_step}")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any load failure is the finding
-            raise AssertionError(
-                f"{check}: the checkpoint cannot be loaded with torch.load(weights_only=True), as Lightning >= 2.6 "
-                f"loads it: {type(exc).__name__}: {str(exc).splitlines()[0]}. Store recipe state (RNG, data "
-                "module, callbacks) as tensors and plain Python values, not numpy arrays or custom objects"
-            ) from None
+            self.fail_check(
+                f"the checkpoint cannot be loaded with torch.load(weights_only=True), as Lightning >= 2.6 loads it: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Store recipe state (RNG, data module, "
+                "callbacks) as tensors and plain Python values, not numpy arrays or custom objects"
+            )
         problems = self._checkpoint_problems(checkpoint)
-        self.note_detail(check, None, "; ".join(problems) or f"{len(checkpoint)} top-level entries verified")
+        self.note_detail(None, f"{len(checkpoint)} top-level entries verified")
         if problems:
-            raise AssertionError(f"{check}: the checkpoint after step {self.stop_step} is incomplete or wrong:\n"
-                                 + "\n".join(f"  - {problem}" for problem in problems))
+            self.fail_check(f"the checkpoint after step {self.stop_step} is incomplete or wrong", problems)
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _checkpoint_problems(self, checkpoint: dict[str, Any]) -> list[str]:
@@ -240,7 +233,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                 result = compare(checkpoint[key], expected, atol=0, rtol=0)
                 if not result.ok:
                     problems.append(f"'{key}' differs from the run's state at step {self.stop_step}:\n"
-                                    + _indent(result.format(5), 4))
+                                    + indent(result.format(5), 4))
         consumed = records.read("consumed_samples", step)
         datamodule_class = records.read("start", (0,))["datamodule_class"]
         if consumed is not None:
@@ -250,41 +243,39 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                                 f"consumed_samples={consumed}, found {saved!r}")
         return problems
 
-    def _check_validation(self, check: str, stream: str, has_content: Callable[[Any], bool]) -> None:
+    def _check_validation(self, stream: str, has_content: Callable[[Any], bool]) -> None:
         """A validation stream; the validation right after the stop step may be lost to the interruption."""
-        self._check_stream(check, stream, resumed_from=self.stop_step + 1, has_content=has_content,
+        self._check_stream(stream, resumed_from=self.stop_step + 1, has_content=has_content,
                            may_be_lost=lambda key: key[0] == self.stop_step)
 
-    def _check_stream(self, check: str, stream: str, *, resumed_from: int,
+    def _check_stream(self, stream: str, *, resumed_from: int,
                       has_content: Callable[[Any], bool] = lambda value: True,
                       may_be_lost: Callable[[Key], bool] = lambda key: False) -> None:
         """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare.
 
         ``resumed_from`` is the first key (global step) that the resumed run is responsible for.
         """
-        self._require_runs(check)
+        self._require_runs()
         reference = self.continuous.records
         after_resume = [key for key in reference.keys(stream) if key[0] >= resumed_from]
         if not after_resume or not has_content(reference.read(stream, after_resume[0])):
             hint = _HINTS.get(stream, "nothing was recorded")
-            raise AssertionError(f"{check}: nothing to compare after the resume point (global step "
-                                 f"{resumed_from}) in the uninterrupted run: {hint}")
+            self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
+                            f"uninterrupted run: {hint}")
         outcome = compare_stream(stream, reference, self.interrupted.records, self.resumed.records,
-                                 options=self.comparison_options(check), may_be_lost=may_be_lost)
-        self.note_detail(check, outcome.worst, f"{outcome.compared} records compared")
+                                 options=self.comparison_options(self.check_name), may_be_lost=may_be_lost)
+        self.note_detail(outcome.worst, f"{outcome.compared} records compared")
         if not outcome.ok:
-            raise AssertionError(outcome.failure_message(check))
+            raise AssertionError(outcome.failure_message(self.check_name))
 
-    def _require_runs(self, check: str, runs: tuple[RunOutcome, ...] | None = None) -> None:
+    def _require_runs(self, *runs: RunOutcome) -> None:
+        """Fail the check unless the given runs (default: all three) succeeded."""
         for run in runs or (self.continuous, self.interrupted, self.resumed):
-            if run.error is not None:
-                raise AssertionError(f"{check}: the {run.name} run failed, so nothing can be certified:\n"
-                                     + _indent(run.error))
+            self.require_succeeded(run.name, [run])
 
-    @staticmethod
-    def _read_one(check: str, run: RunOutcome, stream: str, key: Key) -> Any:
+    def _read_one(self, run: RunOutcome, stream: str, key: Key) -> Any:
         if key not in run.records.keys(stream):
-            raise AssertionError(f"{check}: the {run.name} run recorded no '{stream}' at {describe_key(key)}")
+            self.fail_check(f"the {run.name} run recorded no '{stream}' at {describe_key(key)}")
         return run.records.read(stream, key)
 
 
@@ -292,8 +283,3 @@ def _is_finite(loss: Any) -> bool:
     if isinstance(loss, torch.Tensor):
         return bool(torch.isfinite(loss).all())
     return isinstance(loss, (int, float)) and math.isfinite(loss)
-
-
-def _indent(text: str, spaces: int = 2) -> str:
-    return "\n".join(" " * spaces + line for line in text.splitlines())
-

@@ -6,13 +6,11 @@ the writer has handled it. It records which batches were computed and how many b
 the resident memory, and can inject failures: a Python exception before a batch, or death mid-write (the file
 size limit is lowered before a batch, and SIGXFSZ, whose default action kills the process, is re-armed).
 
-    python -m conformance.backends.predict SPEC.json    # one rank of a run in a fresh process (used internally)
+    python -m conformance.runs.predict SPEC.json    # one rank of a run in a fresh process (used internally)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import os
 import resource
 import signal
@@ -24,13 +22,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from conformance import recordfile
-from conformance.backends.lightning import quiet_lightning
-from conformance.backends.processes import importable_name, rank_main, resolve_name, run_ranks
-from conformance.collate import flatten_prediction
+from conformance.predictions.collate import flatten_prediction
+from conformance.runs.processes import RankLog, recipe_rank_main, run_recipe_ranks
+from conformance.runs.trainer import build_trainer, quiet_lightning, seeded
+from conformance.training import recordfile
 
-__all__ = ["InjectedPredictError", "PredictLog", "PredictObserver", "PredictPlan", "load_memory", "run_predict"]
+__all__ = ["OWNED_TRAINER_KWARGS", "InjectedPredictError", "PredictLog", "PredictObserver", "PredictPlan",
+           "load_memory", "run_predict"]
+
+#: Trainer arguments a predict run sets itself; a recipe's ``trainer_kwargs()`` may not set them.
+OWNED_TRAINER_KWARGS = frozenset({"devices", "strategy", "callbacks", "default_root_dir", "num_nodes"})
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -55,12 +58,9 @@ class PredictPlan:
 
 
 @dataclass
-class PredictLog:
-    """What one rank of a predict run did; JSON-serialisable."""
+class PredictLog(RankLog):
+    """What one rank of a predict run did."""
 
-    rank: int = 0
-    error: str | None = None
-    killed_by_signal: int | None = None
     computed_batches: list[int] = field(default_factory=list)  # batches whose prediction was not None
     payload_bytes: list[int] = field(default_factory=list)
     rss_bytes: list[int] = field(default_factory=list)  # after each batch, when sampled
@@ -75,12 +75,14 @@ class PredictObserver(pl.Callback):
         self.plan = plan
         self.record = log
 
+    @override
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loaders = trainer.predict_dataloaders
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         dataset = getattr(loader, "dataset", None)
         self.record.num_samples = len(dataset) if hasattr(dataset, "__len__") else None
 
+    @override
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
                                dataloader_idx: int = 0) -> None:
         if batch_idx == self.plan.raise_before_batch:
@@ -90,6 +92,7 @@ class PredictObserver(pl.Callback):
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it by default: writes would just fail
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
+    @override
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
         flat = flatten_prediction(outputs, f"the prediction of batch {batch_idx}")
@@ -105,18 +108,7 @@ def run_predict(recipe: type, plan: PredictPlan) -> list[PredictLog]:
     """Run ``plan`` on ``recipe`` (a class with the prediction hooks); one log per rank."""
     if plan.world_size == 1 and not plan.in_subprocess:
         return [_run_rank(recipe, plan, rank=0)]
-    processes = run_ranks("conformance.backends.predict", {"recipe": importable_name(recipe),
-                                                           "plan": dataclasses.asdict(plan)}, plan.world_size)
-    logs = []
-    for process in processes:
-        if process.result is not None:
-            logs.append(PredictLog(**process.result))
-        else:
-            log = PredictLog(rank=process.rank, error=f"rank {process.rank} exited with {process.returncode} and "
-                                                      f"wrote no log; its output:\n{process.output}")
-            log.killed_by_signal = -process.returncode if process.returncode < 0 else None
-            logs.append(log)
-    return logs
+    return run_recipe_ranks(__name__, recipe, plan, plan.world_size, PredictLog)
 
 
 def load_memory(log: PredictLog) -> list[Any]:
@@ -129,19 +121,18 @@ def load_memory(log: PredictLog) -> list[Any]:
 def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
     log = PredictLog(rank=rank)
     try:
-        pl.seed_everything(0, verbose=False)
-        model = recipe.make_model()
-        datamodule = recipe.make_memory_datamodule() if plan.memory_datamodule else recipe.make_datamodule()
-        writer = recipe.make_writer(Path(plan.output_dir))
-        if plan.writer_changes:
-            writer = writer.replace(**plan.writer_changes)
-        kwargs = {"accelerator": "cpu", "devices": plan.world_size, "logger": False, "enable_progress_bar": False,
-                  "enable_model_summary": False, "default_root_dir": plan.output_dir + ".trainer",
-                  **({"strategy": "ddp"} if plan.world_size > 1 else {}), **recipe.trainer_kwargs()}
-        with quiet_lightning(), warnings.catch_warnings():
+        with quiet_lightning(), seeded(0), warnings.catch_warnings():
             # a resumed run's writer skips finished batches, whose predict_step then returns None
             warnings.filterwarnings("ignore", message="predict returned None")
-            trainer = pl.Trainer(**kwargs, callbacks=[writer, PredictObserver(plan, log)])
+            model = recipe.make_model()
+            datamodule = recipe.make_memory_datamodule() if plan.memory_datamodule else recipe.make_datamodule()
+            writer = recipe.make_writer(Path(plan.output_dir))
+            if plan.writer_changes:
+                writer = writer.replace(**plan.writer_changes)
+            trainer = build_trainer(recipe.trainer_kwargs(), owned=OWNED_TRAINER_KWARGS, run_settings={
+                "devices": plan.world_size, "callbacks": [writer, PredictObserver(plan, log)],
+                "default_root_dir": plan.output_dir + ".trainer", **({"strategy": "ddp"} if plan.world_size > 1 else {}),
+            })
             predictions = trainer.predict(model, datamodule=datamodule, return_predictions=plan.keep_in_memory)
         if plan.keep_in_memory:
             log.memory_file = f"{plan.output_dir}.memory__rank_{rank}"
@@ -151,12 +142,6 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
     return log
 
 
-def _main(spec: dict[str, Any]) -> dict[str, Any]:
-    module_name, qualname = spec["recipe"].split(":")
-    recipe = resolve_name(importlib.import_module(module_name), qualname)
-    return dataclasses.asdict(_run_rank(recipe, PredictPlan(**spec["plan"]), rank=spec["rank"]))
-
-
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    rank_main(_main)
+    recipe_rank_main(_run_rank, PredictPlan)

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from conformance import ParquetPredictionWriter, PredictionWriter, PredictionWriterConformance
-from conformance.atomic import atomic_write
-from conformance.prediction_files import PredictionFile, file_name
-from conformance.tensorfile import tensor_entry, write_tensor_file
-from conformance.writer_base import FlatBatch
+from conformance.predictions.atomic import atomic_write
+from conformance.predictions.file_names import PredictionFile, file_name
+from conformance.predictions.formats import tensor_entry
+from conformance.predictions.writer_base import FlatBatch
 from reference_models.mutants import Mutant
 from reference_models.recipes import PredictionRecipe
 
@@ -73,7 +73,7 @@ class NonAtomicWrites(PredictionWriter):
         path = self._batch_path(batch.dataloader_idx, batch.batch_idx)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as stream:
-            write_tensor_file(stream, self.format, entries, self._metadata(batch.kind, batch.dataloader_idx))
+            self.file_format.write(stream, entries, self._metadata(batch.kind, batch.dataloader_idx))
 
 
 class DropsBatchIdx(PredictionWriter):
@@ -83,7 +83,7 @@ class DropsBatchIdx(PredictionWriter):
         entries = [tensor_entry(key, tensor) for key, tensor in batch.tensors.items()]
         entries.append(tensor_entry("sample_ids", batch.sample_ids))
         with atomic_write(self._batch_path(batch.dataloader_idx, batch.batch_idx)) as stream:
-            write_tensor_file(stream, self.format, entries, self._metadata(batch.kind, batch.dataloader_idx))
+            self.file_format.write(stream, entries, self._metadata(batch.kind, batch.dataloader_idx))
 
 
 class PicklesNumpyArrays(PredictionWriter):

@@ -8,28 +8,22 @@ their manifests. Reading never unpickles objects: ``torch.load(weights_only=True
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from conformance.atomic import is_temporary
-from conformance.collate import CollationDims, collate, take_rows, unflatten_prediction
-from conformance.parquet_writer import SCHEMA_KEY, import_pyarrow, shape_column
-from conformance.prediction_files import PredictionFile, is_subdir, parse_file_name
-from conformance.tensorfile import METADATA_KEY
-from conformance.writer_base import read_rank_manifest
+from conformance._text import listing
+from conformance.errors import PredictionReadError
+from conformance.predictions.atomic import is_temporary
+from conformance.predictions.collate import CollationDims, collate, take_rows, unflatten_prediction
+from conformance.predictions.file_names import PredictionFile, is_subdir, parse_file_name
+from conformance.predictions.formats import load_part
+from conformance.predictions.writer_base import read_rank_manifest
 
-__all__ = ["PredictionReadError", "PredictionSet", "StoredPart", "find_prediction_files", "load_part",
-           "read_predictions"]
-
-
-class PredictionReadError(ValueError):
-    """A prediction folder is incomplete, inconsistent or holds unreadable files."""
+__all__ = ["PredictionSet", "find_prediction_files", "read_predictions"]
 
 
 @dataclass(frozen=True)
@@ -40,19 +34,6 @@ class PredictionSet:
     predictions: Any
     dataloader_idx: int
     complete: bool  # every rank finished and every sample is present
-
-
-@dataclass(frozen=True)
-class StoredPart:
-    """Rows read from one batch, epoch file or parquet row group."""
-
-    path: Path
-    kind: str
-    tensors: dict[str, torch.Tensor]
-    sample_ids: torch.Tensor
-    dims: CollationDims
-    dataloader_idx: int
-    pad_value: float = 0.0  # what its writer pads shorter sequences with
 
 
 def find_prediction_files(folder: Path) -> list[tuple[PredictionFile, Path]]:
@@ -114,7 +95,7 @@ def _chosen_data_files(files: list[tuple[PredictionFile, Path]],
     """The data files to read: per rank and dataloader, batch files when present, else its epoch file."""
     groups: dict[tuple[int, int, int], list[tuple[PredictionFile, Path]]] = defaultdict(list)
     for file, path in files:
-        if file.kind in ("batch", "epoch", "shard"):
+        if file.holds_data:
             groups[(file.rank, file.dp_rank, file.dataloader_idx or 0)].append((file, path))
     chosen = []
     for key, group in sorted(groups.items()):
@@ -134,72 +115,6 @@ def _single_dataloader(data_files: list[tuple[PredictionFile, Path]], wanted: in
     if len(present) > 1:
         raise PredictionReadError(f"{folder} holds predictions of dataloaders {present}: pass dataloader_idx=")
     return present[0] if present else 0
-
-
-def load_part(path: Path) -> list[StoredPart]:
-    """The rows of one data file (one part per parquet row group), loaded without unpickling objects."""
-    try:
-        if path.suffix == ".parquet":
-            return _load_parquet(path)
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as stream:
-                tensors = {key: stream.get_tensor(key) for key in stream.keys()}  # noqa: SIM118 - not a dict
-                metadata = stream.metadata() or {}
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(loaded, dict):
-                raise TypeError(f"holds a {type(loaded).__qualname__}, not a dict of tensors")
-            metadata = loaded.pop(METADATA_KEY, {})
-            tensors = loaded
-        return [_part_from_tensors(path, tensors, metadata)]
-    except PredictionReadError:
-        raise
-    except Exception as exc:
-        raise PredictionReadError(f"cannot read {path}: {type(exc).__name__}: {exc} (a truncated or foreign file; "
-                                  "the kit's writers never leave partial files)") from exc
-
-
-def _part_from_tensors(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> StoredPart:
-    if "sample_ids" not in tensors:
-        raise PredictionReadError(f"{path} has no 'sample_ids' entry: it was not written by the kit's writers, so "
-                                  "its rows cannot be placed in dataset order")
-    dims = CollationDims(json.loads(metadata.get("batch_dims", "{}")), json.loads(metadata.get("seq_dims", "{}")))
-    ids = tensors.pop("sample_ids").to(torch.int64)
-    tensors.pop("batch_idx", None)
-    return StoredPart(path, metadata.get("kind", "dict"), tensors, ids, dims,
-                      int(metadata.get("dataloader_idx", "0")), float(metadata.get("pad_value", "0.0")))
-
-
-def _load_parquet(path: Path) -> list[StoredPart]:
-    _, pq = import_pyarrow()
-    shard = pq.ParquetFile(path)
-    metadata = json.loads(shard.schema_arrow.metadata[SCHEMA_KEY])
-    dims = CollationDims(metadata["batch_dims"], metadata["seq_dims"])
-    parts = []
-    for group in range(shard.num_row_groups):
-        table = shard.read_row_group(group)
-        tensors = {key: _column_tensor(table, key, dtype, dims.batch_dim(key))
-                   for key, dtype in metadata["dtypes"].items()}
-        ids = torch.from_numpy(table.column("sample_id").to_numpy().copy())
-        parts.append(StoredPart(path, metadata["kind"], tensors, ids, dims, metadata["dataloader_idx"]))
-    return parts
-
-
-def _column_tensor(table: Any, key: str, dtype_name: str, batch_dim: int) -> torch.Tensor:
-    """Rows of one binary column back into a tensor, the batch dim restored to its place."""
-    dtype = getattr(torch, dtype_name)
-    shapes = table.column(shape_column(key)).to_pylist()
-    if len({tuple(shape) for shape in shapes}) > 1:
-        raise PredictionReadError(f"column {key!r} has different per-sample shapes within one row group")
-    column = table.column(key).combine_chunks()
-    if not len(column):
-        return torch.zeros(0, dtype=dtype)
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset:column.offset + len(column) + 1]
-    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    flat = torch.frombuffer(bytearray(data), dtype=dtype) if len(data) else torch.zeros(0, dtype=dtype)
-    return flat.reshape(len(shapes), *shapes[0]).movedim(0, batch_dim)
 
 
 def _expected_samples(manifests: dict[tuple[int, int], dict[str, Any]], loader: int, folder: Path,
@@ -240,7 +155,7 @@ def _dataset_order(ids: torch.Tensor, values: dict[str, torch.Tensor], dims: Col
     dp_size = max((manifest["dp_size"] for manifest in manifests.values()), default=1)
     duplicated = sorted(set(sorted_ids[repeated].tolist()))
     if int(repeated.sum()) >= dp_size:
-        raise PredictionReadError(f"{folder}: sample ids {_listing(duplicated)} were written more than once "
+        raise PredictionReadError(f"{folder}: sample ids {listing(duplicated, 20)} were written more than once "
                                   f"({int(repeated.sum())} extra rows with {dp_size} data-parallel ranks): two files "
                                   "hold the same samples")
     for position in torch.nonzero(repeated).flatten().tolist():
@@ -258,13 +173,8 @@ def _check_coverage(ids: torch.Tensor, expected: int | None, folder: Path, allow
     present = set(ids.tolist())
     outside = sorted(i for i in present if not 0 <= i < expected)
     if outside:
-        raise PredictionReadError(f"{folder}: sample ids {_listing(outside)} lie outside the dataset of {expected}")
+        raise PredictionReadError(f"{folder}: sample ids {listing(outside, 20)} lie outside the dataset of {expected}")
     missing = sorted(set(range(expected)) - present)
     if missing and not allow_incomplete:
         raise PredictionReadError(f"{folder}: {len(missing)} of {expected} samples have no prediction: ids "
-                                  f"{_listing(missing)}")
-
-
-def _listing(ids: list[int], limit: int = 20) -> str:
-    shown = ", ".join(map(str, ids[:limit]))
-    return f"[{shown}{', ...' if len(ids) > limit else ''}] ({len(ids)} in all)"
+                                  f"{listing(missing, 20)}")

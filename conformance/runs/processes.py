@@ -1,12 +1,14 @@
-"""Run one function per rank in fresh Python processes, joined by torch.distributed's env:// rendezvous (gloo).
+"""Run one rank of a run per fresh Python process, joined by torch.distributed's env:// rendezvous (gloo).
 
-The parent writes each rank a JSON spec and starts ``python -m MODULE SPEC``; the module calls
-:func:`rank_main`, which runs its function and writes a JSON result. A rank that dies (a signal, a crash) is
-reported with its exit code and the tail of its output instead of a result.
+The parent writes each rank a JSON spec and starts ``python -m MODULE SPEC``; the module's ``__main__`` calls
+:func:`recipe_rank_main`, which imports the recipe class by name, runs the rank and writes its log as JSON. A rank
+that dies (a signal, a crash) is reported with its exit code and the tail of its output instead of a log.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 import socket
@@ -16,13 +18,26 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["RankProcess", "importable_name", "rank_main", "resolve_name", "run_ranks"]
+__all__ = ["RankLog", "importable_name", "recipe_rank_main", "run_recipe_ranks"]
+
+
+@dataclass
+class RankLog:
+    """What one rank of a run did; subclasses add what their kind of run observes. JSON-serialisable."""
+
+    rank: int = 0
+    error: str | None = None
+    killed_by_signal: int | None = None
+
+
+Log = TypeVar("Log", bound=RankLog)
+Plan = TypeVar("Plan")
 
 
 @dataclass(frozen=True)
-class RankProcess:
+class _RankProcess:
     """How one rank's process ended: its exit code, output tail and JSON result (None if it wrote none)."""
 
     rank: int
@@ -31,7 +46,32 @@ class RankProcess:
     result: dict[str, Any] | None
 
 
-def run_ranks(module: str, payload: dict[str, Any], world_size: int, *, timeout: float = 300) -> list[RankProcess]:
+def run_recipe_ranks(module: str, recipe: type, plan: Any, world_size: int, log_type: type[Log], *,
+                     timeout: float = 300) -> list[Log]:
+    """Run ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module``; one log per rank."""
+    payload = {"recipe": importable_name(recipe), "plan": dataclasses.asdict(plan)}
+    logs = []
+    for process in _run_ranks(module, payload, world_size, timeout=timeout):
+        if process.result is not None:
+            logs.append(log_type(**process.result))
+            continue
+        signal = -process.returncode if process.returncode < 0 else None
+        logs.append(log_type(rank=process.rank, killed_by_signal=signal,
+                             error=f"rank {process.rank} exited with {process.returncode} and wrote no log; its "
+                                   f"output:\n{process.output}"))
+    return logs
+
+
+def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: Callable[..., Plan]) -> None:
+    """The body of a rank process: import the recipe, ``run_rank(recipe, plan, rank)``, write the log as JSON."""
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    module_name, qualname = spec["recipe"].split(":")
+    recipe = _resolve_name(importlib.import_module(module_name), qualname)
+    log = run_rank(recipe, plan_type(**spec["plan"]), spec["rank"])
+    Path(spec["output"]).write_text(json.dumps(dataclasses.asdict(log)))
+
+
+def _run_ranks(module: str, payload: dict[str, Any], world_size: int, *, timeout: float) -> list[_RankProcess]:
     """Run ``python -m module`` once per rank with ``payload`` (plus ``rank``); distributed env only if > 1 rank."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="conformance-ranks-") as folder:
@@ -51,14 +91,8 @@ def run_ranks(module: str, payload: dict[str, Any], world_size: int, *, timeout:
         for rank, (process, output) in enumerate(zip(processes, outputs)):
             path = Path(folder) / f"result{rank}.json"
             result = json.loads(path.read_text()) if path.exists() else None
-            results.append(RankProcess(rank, process.returncode, output[-4000:], result))
+            results.append(_RankProcess(rank, process.returncode, output[-4000:], result))
         return results
-
-
-def rank_main(run: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """The body of a rank process: ``run(spec)`` and write its result where the spec says."""
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    Path(spec["output"]).write_text(json.dumps(run(spec)))
 
 
 def importable_name(recipe: type) -> str:
@@ -66,7 +100,7 @@ def importable_name(recipe: type) -> str:
     owner = next((cls for cls in recipe.__mro__ if "make_datamodule" in vars(cls)), recipe)
     for cls in (recipe, owner):
         module = sys.modules.get(cls.__module__)
-        if module is not None and resolve_name(module, cls.__qualname__) is cls and cls.__module__ != "__main__":
+        if module is not None and _resolve_name(module, cls.__qualname__) is cls and cls.__module__ != "__main__":
             return f"{cls.__module__}:{cls.__qualname__}"
     raise TypeError(
         f"{recipe.__qualname__}: multi-process checks start fresh processes that import the class defining "
@@ -75,7 +109,7 @@ def importable_name(recipe: type) -> str:
     )
 
 
-def resolve_name(module: Any, qualname: str) -> Any:
+def _resolve_name(module: Any, qualname: str) -> Any:
     """The object at dotted ``qualname`` inside ``module``, or None."""
     value = module
     for part in qualname.split("."):

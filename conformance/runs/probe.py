@@ -6,13 +6,11 @@ step. It records every training micro-batch's sample ids with its global step an
 ids, and the data module's state when training starts. It can save a checkpoint after a step and crash (as a
 pre-empted job), or resume from a checkpoint. Runs with ``world_size > 1`` are real processes joined by gloo.
 
-    python -m conformance.backends.probe SPEC.json    # one rank of a multi-process run (used internally)
+    python -m conformance.runs.probe SPEC.json    # one rank of a multi-process run (used internally)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -22,17 +20,19 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from conformance.backends.lightning import (
-    InterruptAfterStep,
-    Interruption,
-    SimulatedPreemption,
-    StallGuard,
-    quiet_lightning,
-)
-from conformance.backends.processes import importable_name, rank_main, resolve_name, run_ranks
+from conformance.runs.callbacks import InterruptAfterStep, Interruption, SimulatedPreemption, StallGuard
+from conformance.runs.processes import RankLog, recipe_rank_main, run_recipe_ranks
+from conformance.runs.trainer import build_trainer, quiet_lightning, seeded
 
-__all__ = ["ProbeLog", "ProbePlan", "accumulation_steps", "run_probe"]
+__all__ = ["OWNED_TRAINER_KWARGS", "ProbeLog", "ProbePlan", "accumulation_steps", "run_probe"]
+
+#: Trainer arguments a probe run sets itself; a recipe's ``trainer_kwargs()`` may not set them.
+OWNED_TRAINER_KWARGS = frozenset({
+    "devices", "strategy", "num_nodes", "max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
+    "callbacks", "use_distributed_sampler", "enable_checkpointing", "default_root_dir",
+})
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,12 @@ class ProbePlan:
 
 
 @dataclass
-class ProbeLog:
-    """What one rank of a probe run saw; JSON-serialisable."""
+class ProbeLog(RankLog):
+    """What one rank of a probe run saw."""
 
-    rank: int = 0
     train: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (global step, epoch, ids)
     valid: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (global step, batch index, ids)
     start_state: dict[str, Any] | None = None
-    error: str | None = None
 
 
 class SampleProbe(pl.LightningModule):
@@ -67,17 +65,21 @@ class SampleProbe(pl.LightningModule):
         self.sample_ids = sample_ids
         self.probe_log = log
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         self.probe_log.train.append((self.trainer.global_step, self.trainer.current_epoch, self.sample_ids(batch)))
         return self.weight * 0.0
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.probe_log.valid.append((self.trainer.global_step, batch_idx, self.sample_ids(batch)))
 
+    @override
     def on_train_start(self) -> None:
         datamodule = self.trainer.datamodule
         self.probe_log.start_state = dict(datamodule.state_dict()) if datamodule is not None else None
 
+    @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
@@ -90,7 +92,7 @@ def run_probe(recipe: type, plan: ProbePlan) -> list[ProbeLog]:
         accumulation_steps(recipe.make_datamodule(), plan.world_size)  # fail fast, before starting processes
     except (AttributeError, ValueError) as exc:
         return [ProbeLog(rank=rank, error=f"{type(exc).__name__}: {exc}") for rank in range(plan.world_size)]
-    return _run_ranks_in_processes(recipe, plan)
+    return run_recipe_ranks(__name__, recipe, plan, plan.world_size, ProbeLog)
 
 
 def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
@@ -103,18 +105,15 @@ def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
         callbacks: list[pl.Callback] = [StallGuard()]
         if plan.stop_after_step is not None:
             callbacks.append(InterruptAfterStep(Interruption(plan.stop_after_step, "crash", Path(plan.checkpoint))))
-        trainer_kwargs = {
-            "accelerator": "cpu", "devices": plan.world_size, "logger": False, "enable_checkpointing": False,
-            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
-            "max_epochs": plan.max_epochs, "accumulate_grad_batches": accumulation,
-            "val_check_interval": accumulation, "limit_val_batches": 2, "callbacks": callbacks,
-            "use_distributed_sampler": False,
-            "default_root_dir": tempfile.gettempdir(),
-            **({"strategy": "ddp"} if plan.world_size > 1 else {}),
-        }
-        with quiet_lightning():
-            pl.seed_everything(0, verbose=False)
-            trainer = pl.Trainer(**trainer_kwargs)
+        with quiet_lightning(), seeded(0):
+            trainer = build_trainer(recipe.trainer_kwargs(), owned=OWNED_TRAINER_KWARGS, run_defaults={
+                "limit_val_batches": 2,
+            }, run_settings={
+                "devices": plan.world_size, "max_epochs": plan.max_epochs, "accumulate_grad_batches": accumulation,
+                "val_check_interval": accumulation, "callbacks": callbacks, "use_distributed_sampler": False,
+                "enable_checkpointing": False, "default_root_dir": tempfile.gettempdir(),
+                **({"strategy": "ddp"} if plan.world_size > 1 else {}),
+            })
             try:
                 trainer.fit(SampleProbe(recipe.sample_ids, log), datamodule=datamodule, ckpt_path=plan.resume_from)
             except SimulatedPreemption:
@@ -142,22 +141,5 @@ def accumulation_steps(datamodule: Any, world_size: int) -> int:
     return accumulation
 
 
-# --- multi-process runs ----------------------------------------------------------------------------------------
-
-
-def _run_ranks_in_processes(recipe: type, plan: ProbePlan) -> list[ProbeLog]:
-    ranks = run_ranks("conformance.backends.probe", {"recipe": importable_name(recipe), "plan": dataclasses.asdict(plan)},
-                      plan.world_size)
-    return [ProbeLog(**process.result) if process.result is not None else ProbeLog(
-        rank=process.rank, error=f"rank {process.rank} exited with {process.returncode} and wrote no log; its "
-                                 f"output:\n{process.output}") for process in ranks]
-
-
-def _main(spec: dict[str, Any]) -> dict[str, Any]:
-    module_name, qualname = spec["recipe"].split(":")
-    recipe = resolve_name(importlib.import_module(module_name), qualname)
-    return dataclasses.asdict(_run_rank(recipe, ProbePlan(**spec["plan"]), rank=spec["rank"]))
-
-
 if __name__ == "__main__":
-    rank_main(_main)
+    recipe_rank_main(_run_rank, ProbePlan)

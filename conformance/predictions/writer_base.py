@@ -18,11 +18,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from typing_extensions import override
 
-from conformance.atomic import atomic_write, is_temporary
-from conformance.collate import CollationDims, flatten_prediction, num_rows
-from conformance.parallel import WriterRank, writer_rank
-from conformance.prediction_files import PredictionFile, file_name, parse_file_name
+from conformance.predictions.atomic import atomic_write, is_temporary
+from conformance.predictions.collate import CollationDims, flatten_prediction, num_rows
+from conformance.predictions.file_names import MANIFEST_SUFFIX, PredictionFile, file_name, parse_file_name
+from conformance.predictions.ranks import WriterRank, writer_rank
 from conformance.sample_ids import default_sample_ids, ids_as_list
 
 __all__ = ["FlatBatch", "StreamingWriter", "read_rank_manifest"]
@@ -94,13 +95,14 @@ class StreamingWriter(BasePredictionWriter):
 
     @property
     def manifest_path(self) -> Path:
-        return self.output_dir / self.name(".manifest.json")
+        return self.output_dir / self.name(MANIFEST_SUFFIX)
 
     def write_json(self, path: Path, content: dict[str, Any]) -> None:
         with atomic_write(path, fsync=self.fsync) as stream:
             stream.write(json.dumps(content, indent=1, sort_keys=True).encode())
 
     # --- Lightning hooks ---------------------------------------------------------------------------------------
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
@@ -113,6 +115,7 @@ class StreamingWriter(BasePredictionWriter):
             self._refuse_finished_job()
             self._remove_own_temporary_files()
 
+    @override
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = True
         self._num_dataloaders = len(_dataloaders(trainer))
@@ -121,10 +124,12 @@ class StreamingWriter(BasePredictionWriter):
         if self._completed:
             _skip_predict_step_while(pl_module, lambda: self._skip_current)
 
+    @override
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
                                dataloader_idx: int = 0) -> None:
         self._skip_current = (dataloader_idx, batch_idx) in self._completed
 
+    @override
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         if not self.rank.writes or (dataloader_idx, batch_idx) in self._completed:
@@ -138,15 +143,18 @@ class StreamingWriter(BasePredictionWriter):
         self.write_batch(FlatBatch(kind, tensors, ids, batch_idx, dataloader_idx))
         self._written[dataloader_idx] = self._written.get(dataloader_idx, 0) + 1
 
+    @override
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rank.writes:
             self.finish()
 
+    @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _restore_predict_step(pl_module)
         if self.rank.writes:
             self.write_json(self.manifest_path, self._rank_manifest(trainer))
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Lightning skips every predict hook when there is no batch at all: finish the (empty) output here."""
         if stage == "predict" and self.rank.writes and not self._started:
@@ -154,6 +162,7 @@ class StreamingWriter(BasePredictionWriter):
             self.finish()
             self.write_json(self.manifest_path, self._rank_manifest(trainer))
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         _restore_predict_step(pl_module)
         if self.rank.writes and trainer.state.stage is not None and trainer.state.stage.value == "predict":

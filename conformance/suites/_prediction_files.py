@@ -1,22 +1,21 @@
 """What PredictionWriterConformance checks in a prediction folder's files: names, ranks, stored batch indices,
-subdirs, leftovers, and that every file is readable without unpickling objects."""
+subdirs, each format's own integrity, leftovers, and that every file is readable without unpickling objects."""
 
 from __future__ import annotations
 
 import json
-import zlib
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-from conformance.atomic import is_temporary
-from conformance.prediction_files import PredictionFile, parse_file_name
-from conformance.reading import PredictionReadError, find_prediction_files, load_part
+from conformance.errors import PredictionReadError
+from conformance.predictions.atomic import is_temporary
+from conformance.predictions.file_names import PredictionFile, parse_file_name, subdir_name
+from conformance.predictions.formats import format_of, load_part
+from conformance.predictions.reader import find_prediction_files
 
 __all__ = ["layout_problems", "subdir_problems", "unreadable_files", "unsafe_file_problems"]
-
-_DATA_KINDS = ("batch", "epoch", "shard")
 
 
 def layout_problems(folder: Path, world_size: int, computed_batches: list[list[int]]) -> list[str]:
@@ -28,7 +27,7 @@ def layout_problems(folder: Path, world_size: int, computed_batches: list[list[i
     problems = [f"{path} is an unfinished temporary file left in a finished run's output"
                 for path in folder.rglob("*") if is_temporary(path)]
     manifests = Counter(file.rank for file, _ in files if file.kind == "rank_manifest")
-    data = [(file, path) for file, path in files if file.kind in _DATA_KINDS]
+    data = [(file, path) for file, path in files if file.holds_data]
     for rank in range(world_size):
         if manifests[rank] != 1:
             problems.append(f"{folder.name}: rank {rank} has {manifests[rank]} rank manifests (expected 1)")
@@ -47,43 +46,18 @@ def layout_problems(folder: Path, world_size: int, computed_batches: list[list[i
 
 
 def _stored_batch_problems(file: PredictionFile, path: Path) -> list[str]:
-    """Whether a data file stores the batch indices its name or manifest claims."""
+    """Whether a data file passes its format's own verification and stores the batch indices its name claims."""
+    problems = format_of(path).verify(path)
     if file.kind == "shard":
-        return _shard_problems(path)
+        return problems
     try:
-        if path.suffix == ".pt":
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            from safetensors.torch import load_file
-
-            stored = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - reported as the problem it is
-        return [f"{path} cannot be loaded: {type(exc).__name__}: {exc}"]
-    batch_idx = stored.get("batch_idx") if isinstance(stored, dict) else None
-    if not isinstance(batch_idx, torch.Tensor):
-        return [f"{path} stores no batch_idx tensor: rows cannot be traced back to their batch"]
-    if file.kind == "batch" and batch_idx.tolist() != [file.batch_idx]:
-        return [f"{path} is named batch {file.batch_idx} but stores batch_idx {batch_idx.tolist()}"]
-    return []
-
-
-def _shard_problems(path: Path) -> list[str]:
-    manifest_path = path.with_name(path.name.removesuffix(".parquet") + ".manifest.json")
-    if not manifest_path.exists():
-        return [f"{path} has no manifest {manifest_path.name}"]
-    manifest = json.loads(manifest_path.read_text())
-    problems = []
-    if manifest.get("crc32") != f"{zlib.crc32(path.read_bytes()):08x}":
-        problems.append(f"{path} does not match the crc32 in {manifest_path.name}")
-    try:
-        parts = load_part(path)
+        [part] = load_part(path)
     except PredictionReadError as exc:
         return [*problems, str(exc)]
-    rows = sum(len(part.sample_ids) for part in parts)
-    if rows != manifest.get("rows"):
-        problems.append(f"{path} has {rows} rows, its manifest says {manifest.get('rows')}")
-    if rows and len(parts) != len(manifest.get("batches", [])):
-        problems.append(f"{path} has {len(parts)} row groups for {len(manifest.get('batches', []))} batches")
+    if not isinstance(part.batch_idx, torch.Tensor):
+        return [*problems, f"{path} stores no batch_idx tensor: rows cannot be traced back to their batch"]
+    if file.kind == "batch" and part.batch_idx.tolist() != [file.batch_idx]:
+        return [*problems, f"{path} is named batch {file.batch_idx} but stores batch_idx {part.batch_idx.tolist()}"]
     return problems
 
 
@@ -95,7 +69,7 @@ def subdir_problems(folder: Path, files_per_subdir: int) -> list[str]:
         file = parse_file_name(path)
         if file is None or file.kind != "batch":
             continue
-        wanted = f"subdir_{file.batch_idx // files_per_subdir}"
+        wanted = subdir_name(file.batch_idx, files_per_subdir)
         if path.parent.name != wanted or path.parent.parent != folder:
             problems.append(f"{path.relative_to(folder)} should be in {wanted}/")
         per_folder[(path.parent.name, file.rank)] += 1
@@ -115,7 +89,7 @@ def unreadable_files(folder: Path) -> list[str]:
     problems = []
     for file, path in files:
         try:
-            if file.kind in _DATA_KINDS:
+            if file.holds_data:
                 load_part(path)
             else:
                 json.loads(path.read_text())

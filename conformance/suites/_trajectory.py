@@ -11,16 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from conformance._text import indent, listing
 from conformance.compare import ComparisonResult, LeafStat, compare
-from conformance.records import Key, RecordStore
+from conformance.training.records import Key, RecordStore
 
 __all__ = ["StreamComparison", "compare_stream", "describe_key"]
 
 BEFORE = "before the interruption"
 AFTER = "after the resume"
 
+
 def describe_key(key: Key) -> str:
-    """A record key (see :mod:`conformance.records`) in words, counting optimizer steps from 1."""
+    """A record key (see :mod:`conformance.training.records`) in words, counting optimizer steps from 1."""
     if len(key) == 1:
         return f"optimizer step {key[0]}"
     if len(key) == 2:
@@ -63,9 +65,8 @@ class StreamComparison:
                 lines.append("  the runs differ before any interruption: the recipe is not deterministic under "
                              "identical seeding, so resume cannot be judged (seed everything, avoid "
                              "nondeterministic kernels, or widen this check's tolerance)")
-            lines.extend("    " + line for line in result.format(limit).splitlines())
+            lines.append(indent(result.format(limit), 4))
         return "\n".join(lines)
-
 
     def _headline(self) -> str:
         if self.diverging:
@@ -102,6 +103,5 @@ def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStor
     return outcome
 
 
-def _keys(keys: list[Key], limit: int = 5) -> str:
-    shown = "; ".join(describe_key(key) for key in keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+def _keys(keys: list[Key]) -> str:
+    return listing(keys, 5, show=describe_key, separator="; ")

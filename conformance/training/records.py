@@ -43,9 +43,10 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from typing_extensions import override
 
-from conformance import recordfile
-from conformance.rng import capture_rng_state
+from conformance.training import recordfile
+from conformance.training.rng import capture_rng_state
 
 __all__ = ["RecordStore", "TrainingRecorder", "datamodule_consumed_samples", "to_record"]
 
@@ -56,7 +57,7 @@ class RecordStore:
     """Streams of records on disk under ``root``: ``write`` one record, ``keys``/``read`` them back.
 
     A stream is one append-only file of frames (4-byte header length, JSON ``{"key", "size"}``, then the record in
-    :mod:`conformance.recordfile` format): creating a file per record would cost more than recording itself.
+    :mod:`conformance.training.recordfile` format): creating a file per record would cost more than recording itself.
     Keys must increase within a stream, so a record is never written twice.
     """
 
@@ -189,9 +190,11 @@ class TrainingRecorder(pl.Callback):
         self._validation_pass = 0
 
     # --- forward outputs -------------------------------------------------------------------------------------
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._hook = pl_module.register_forward_hook(self._capture_forward)
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._hook is not None:
             self._hook.remove()
@@ -202,6 +205,7 @@ class TrainingRecorder(pl.Callback):
             self._forward_outputs.append(to_record(output))
 
     # --- training --------------------------------------------------------------------------------------------
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step
         datamodule = getattr(trainer, "datamodule", None)
@@ -213,6 +217,7 @@ class TrainingRecorder(pl.Callback):
         self.store.write("start", (step,), start)
         self.store.write("initial_weights", (step,), pl_module.state_dict())
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         step = trainer.global_step
@@ -224,10 +229,12 @@ class TrainingRecorder(pl.Callback):
         self.store.write("train_inputs", key, batch)  # before training_step can change the batch in place
         self._forward_outputs = []
 
+    @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
         self._learning_rates.append([group["lr"] for group in optimizer.param_groups])
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._write_outputs("train", (self._batch_step, self._micro_batch), outputs)
@@ -241,16 +248,19 @@ class TrainingRecorder(pl.Callback):
         schedulers = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
         self.store.write("lr_scheduler_state", (step,), schedulers)
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.store.write("final_weights", (trainer.global_step,), pl_module.state_dict())
 
     # --- validation ------------------------------------------------------------------------------------------
+    @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             step = trainer.global_step
             self._validation_pass = self._validation_pass + 1 if step == self._validation_step else 0
             self._validation_step = step
 
+    @override
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
         if trainer.sanity_checking:
@@ -259,6 +269,7 @@ class TrainingRecorder(pl.Callback):
         self._forward_outputs = []
         self.store.write("valid_inputs", self._validation_key(dataloader_idx, batch_idx), batch)
 
+    @override
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not trainer.sanity_checking:

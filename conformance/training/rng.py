@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
+from typing_extensions import override
 
 __all__ = ["RNGStateCallback", "capture_rng_state", "restore_rng_state"]
 
@@ -73,21 +74,25 @@ class RNGStateCallback(pl.Callback):
         self._carried: dict[str, Any] | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         """One entry per trainer: the class name is enough."""
         return type(self).__name__
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         """Continue the training stream from the previous training batch (or from the checkpoint)."""
         if self._carried is not None:
             restore_rng_state(self._carried)
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Remember where the training stream stands after this batch."""
         self._carried = capture_rng_state()
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         """The training stream of every rank (collective under torch.distributed: every rank must call it)."""
         mine = self._carried if self._carried is not None else capture_rng_state()
@@ -97,6 +102,7 @@ class RNGStateCallback(pl.Callback):
             return {"per_rank": states}
         return {"per_rank": [mine]}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Take this rank's saved stream; it is applied at the first training batch of the resumed run."""
         states = state_dict["per_rank"]

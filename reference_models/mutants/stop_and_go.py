@@ -1,17 +1,10 @@
-"""Deliberately broken variants of the reference recipes: each one a small, realistic resume bug.
-
-Every :class:`Mutant` says which checks it must make fail (``kills``, each with a phrase the failure message must
-contain: the right reason, not just any failure) and which other checks may fail as a consequence. The kit's
-tests assert both; ``python -m reference_models.mutants`` prints the kill table.
-"""
+"""Broken variants of the reference GPT recipe under StopAndGoConformance, each a small, realistic resume bug."""
 
 from __future__ import annotations
 
 import os
-import sys
 import unittest
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -20,10 +13,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from conformance import StopAndGoConformance
-from conformance.report import Report, run_classes
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
+from reference_models.mutants import Mutant
 from reference_models.recipes import GPTRecipe
+
+__all__ = ["STOP_AND_GO_MUTANTS"]
 
 # --- broken building blocks -----------------------------------------------------------------------------------
 
@@ -112,55 +107,6 @@ class NumpyRNGCallback(pl.Callback):
         pass
 
 
-# --- the catalogue --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mutant:
-    """A broken recipe and what the kit must say about it."""
-
-    name: str
-    bug: str
-    #: The broken recipe's hooks, or a complete module-level conformance class named ``Mutant_<name>`` (needed
-    #: when checks import the class in other processes).
-    recipe: type
-    kills: dict[str, str]
-    may_also_fail: frozenset[str] = frozenset()
-    settings: dict[str, Any] = field(default_factory=dict)
-    #: Checks that do not apply to this recipe and skip, saying why.
-    skips: frozenset[str] = frozenset()
-
-    def problems(self, report: Report) -> list[str]:
-        """Why ``report`` (of :meth:`conformance_class`) is not the intended kill; empty when it is."""
-        statuses = report.statuses()
-        problems = []
-        for check, phrase in self.kills.items():
-            if check not in statuses:
-                problems.append(f"{check} did not run: {report.format_text()[:300]}")
-                continue
-            outcome = report.outcome(f"Mutant_{self.name}", check)
-            if outcome.status != "failed":
-                problems.append(f"{check} should fail but is {outcome.status}")
-            elif phrase not in outcome.message:
-                problems.append(f"{check} failed without saying {phrase!r}: {outcome.message[:300]}")
-        failed = {check for check, status in statuses.items() if status == "failed"}
-        unexplained = sorted(failed - set(self.kills) - self.may_also_fail)
-        if unexplained:
-            problems.append(f"checks this bug should not touch failed too: {', '.join(unexplained)}")
-        broken = sorted(check for check, status in statuses.items() if status not in ("passed", "failed")
-                        and not (status == "skipped" and check in self.skips))
-        if broken:
-            problems.append(f"checks neither passed nor failed: {', '.join(broken)}")
-        return problems
-
-    def conformance_class(self) -> type[unittest.TestCase]:
-        """The conformance test class: ``recipe`` itself if complete, else StopAndGoConformance over it."""
-        if issubclass(self.recipe, unittest.TestCase):
-            return self.recipe
-        attributes = {"__module__": __name__, "__qualname__": f"Mutant_{self.name}", **self.settings}
-        return type(f"Mutant_{self.name}", (self.recipe, StopAndGoConformance, unittest.TestCase), attributes)
-
-
 class MutantBaseRecipe(GPTRecipe):
     """The GPT recipe with one micro-batch per step: mutants then fail for their own bug only, on every supported
     Lightning (before 2.5, Lightning resumes a checkpoint saved in ``on_train_batch_end`` one batch early, which
@@ -169,11 +115,13 @@ class MutantBaseRecipe(GPTRecipe):
     datamodule_kwargs: ClassVar[Mapping[str, Any]] = {"global_batch_size": 4}
 
 
-def _recipe(name: str, **hooks: Any) -> type:
-    """A MutantBaseRecipe subclass with some hooks or classes replaced."""
+def _recipe(name: str, **hooks: Any) -> type[unittest.TestCase]:
+    """The conformance class ``Mutant_<name>``: MutantBaseRecipe with some hooks or classes replaced."""
     wrapped = {key: classmethod(value) if callable(value) and not isinstance(value, type) else value
                for key, value in hooks.items()}
-    return type(name, (MutantBaseRecipe,), wrapped)
+    recipe = type(f"{name}Recipe", (MutantBaseRecipe,), wrapped)
+    return type(f"Mutant_{name}", (recipe, StopAndGoConformance, unittest.TestCase),
+                {"__module__": __name__, "__qualname__": f"Mutant_{name}"})
 
 
 _WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
@@ -182,7 +130,7 @@ _WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_
 STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rng_not_restored", "no RNG-state callback: dropout after the resume draws different masks",
-        _recipe("NoRNGRecipe", make_callbacks=lambda cls: []),
+        _recipe("rng_not_restored", make_callbacks=lambda cls: []),
         kills={"test_rng_state": "first divergence at optimizer step 5, micro-batch 0 (after the resume)",
                "test_train_outputs": "after the resume", "test_train_loss": "after the resume",
                "test_final_weights": "ends with different weights"},
@@ -190,101 +138,70 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "lr_scheduler_not_restored", "the LR scheduler's load_state_dict restores nothing",
-        _recipe("ForgetfulSchedulerRecipe", model_class=GPTWithForgetfulScheduler),
+        _recipe("lr_scheduler_not_restored", model_class=GPTWithForgetfulScheduler),
         kills={"test_lr_scheduler_state": "first divergence at optimizer step 5",
                "test_learning_rate": "first divergence at optimizer step 6"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "datamodule_restarts_from_zero", "the data module ignores its saved state and replays from sample 0",
-        _recipe("RestartingDataRecipe", datamodule_class=DataModuleIgnoringState),
+        _recipe("datamodule_restarts_from_zero", datamodule_class=DataModuleIgnoringState),
         kills={"test_initial_consumed_samples": "replays data", "test_train_inputs": "after the resume",
                "test_consumed_samples": "first divergence at optimizer step 5"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "optimizer_state_lost", "checkpoints drop the AdamW moments",
-        _recipe("ColdOptimizerRecipe", model_class=GPTStrippingOptimizerState),
+        _recipe("optimizer_state_lost", model_class=GPTStrippingOptimizerState),
         kills={"test_optimizer_state": "first divergence at optimizer step 5",
                "test_checkpoint_contents": "'optimizer_states' differs"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "adam_second_moments_lost", "Adam's exp_avg_sq is zeroed on load (values ~1e-5, below float32's atol)",
-        _recipe("LostSecondMomentsRecipe", model_class=GPTLosingSecondMoments),
+        _recipe("adam_second_moments_lost", model_class=GPTLosingSecondMoments),
         kills={"test_optimizer_state": "first divergence at optimizer step 5 (after the resume); 4 of 8 compared "
                                        "records of 'optimizer_state' differ; root[0]['state'][0]['exp_avg_sq']"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(
         "init_global_step_forgotten", "consumed samples counted from global step 0 after a resume",
-        _recipe("DoubleCountingRecipe", datamodule_class=DataModuleWithoutInitGlobalStep),
+        _recipe("init_global_step_forgotten", datamodule_class=DataModuleWithoutInitGlobalStep),
         kills={"test_consumed_samples": "first divergence at optimizer step 5",
                "test_initial_consumed_samples": "skips data"},
     ),
     Mutant(
         "validation_shifts_after_resume", "validation starts at the training offset",
-        _recipe("ShiftingValidationRecipe", datamodule_class=DataModuleShiftingValidation),
+        _recipe("validation_shifts_after_resume", datamodule_class=DataModuleShiftingValidation),
         kills={"test_valid_inputs": "after the resume", "test_valid_outputs": "after the resume",
                "test_valid_loss": "after the resume"},
     ),
     Mutant(
         "loop_state_dropped", "checkpoints without loop state: the resumed run restarts at global step 0",
-        _recipe("NoLoopStateRecipe", model_class=GPTStrippingLoopState),
-        kills={"test_global_step": "recorded optimizer step 1", "test_checkpoint_contents": "'loops' is missing"},
+        _recipe("loop_state_dropped", model_class=GPTStrippingLoopState),
+        kills={"test_global_step": "the resumed run recorded [optimizer step 1;", "test_checkpoint_contents": "'loops' is missing"},
         may_also_fail=_WEIGHTS_DRIFT | {"test_learning_rate", "test_lr_scheduler_state", "test_consumed_samples",
                                         "test_initial_consumed_samples", "test_rng_state", "test_train_inputs",
                                         "test_valid_inputs", "test_runs_trained"},
     ),
     Mutant(
         "numpy_rng_in_checkpoint", "a callback stores numpy's RNG state as an ndarray",
-        _recipe("NumpyStateRecipe", make_callbacks=lambda cls: [*GPTRecipe.make_callbacks(), NumpyRNGCallback()]),
+        _recipe("numpy_rng_in_checkpoint", make_callbacks=lambda cls: [*GPTRecipe.make_callbacks(), NumpyRNGCallback()]),
         kills={"test_checkpoint_contents": "cannot be loaded with torch.load(weights_only=True)"},
         # Lightning >= 2.6 itself loads checkpoints with weights_only=True, so there the resumed run fails too.
         may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_checkpoint_contents"},
     ),
     Mutant(
         "nondeterministic_recipe", "the model is initialised from an OS-seeded RNG: no two runs agree",
-        _recipe("UnseededRecipe", make_model=_unseeded_gpt),
+        _recipe("nondeterministic_recipe", make_model=_unseeded_gpt),
         kills={"test_train_loss": "the recipe is not deterministic under identical seeding"},
         may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_train_loss"},
     ),
     Mutant(
         "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
-        _recipe("UntrainedRecipe",
+        _recipe("nothing_trained",
                 trainer_kwargs=lambda cls: {**MutantBaseRecipe.trainer_kwargs(), "limit_train_batches": 0}),
         kills={"test_runs_trained": "the continuous run recorded no optimizer step"},
         may_also_fail=frozenset(StopAndGoConformance.check_names()),
     ),
 )
-
-
-def kill_table(mutants: tuple[Mutant, ...], suite: type) -> str:
-    """Run every mutant and tabulate which intended checks failed; ends with the kill rate and check coverage."""
-    lines, killed = [], 0
-    for mutant in mutants:
-        report = run_classes([mutant.conformance_class()])
-        problems = mutant.problems(report)
-        killed += not problems
-        failing = sum(status == "failed" for status in report.statuses().values())
-        lines.append(f"{'killed' if not problems else 'SURVIVED':<9} {mutant.name:<32} "
-                     f"intended: {', '.join(mutant.kills)}; failing in all: {failing}")
-        lines.extend(f"          {problem}" for problem in problems)
-    lines.append(f"kill rate: {killed}/{len(mutants)}")
-    covered = {check for mutant in mutants for check in mutant.kills}
-    uncovered = sorted(set(suite.check_names()) - covered)
-    lines.append(f"checks of {suite.__name__} with an intended mutant: {len(covered)}/{len(suite.check_names())}"
-                 + (f"; without: {', '.join(uncovered)}" if uncovered else ""))
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from conformance import DataModuleResumeConformance, PredictionWriterConformance
-    from reference_models.datamodule_mutants import DATAMODULE_MUTANTS
-    from reference_models.prediction_mutants import PREDICTION_MUTANTS
-
-    table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
-                       kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance),
-                       kill_table(PREDICTION_MUTANTS, PredictionWriterConformance)])
-    print(table)
-    sys.exit(0 if "SURVIVED" not in table else 1)

@@ -1,17 +1,34 @@
-"""The pickle-free tensor file writer: .pt files torch loads safely (and memory-maps), .safetensors files."""
+"""The file formats: .pt files torch loads safely (and memory-maps), .safetensors files, each format's integrity
+check, and the registry through which one new module adds a format to the writer, the reader and the checks."""
 
 from __future__ import annotations
 
 import io
+import json
 import struct
 import tempfile
 import unittest
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 
-from conformance.tensorfile import METADATA_KEY, TensorEntry, tensor_bytes, tensor_entry, write_tensor_file
+from conformance import PredictionWriter, read_predictions
+from conformance.predictions import formats
+from conformance.predictions.formats import (
+    METADATA_KEY,
+    TensorEntry,
+    TensorFileFormat,
+    tensor_bytes,
+    tensor_entry,
+    tensor_file_format,
+)
+from conformance.suites._prediction_files import layout_problems, unsafe_file_problems
+from reference_models.prediction_data import PredictionDataModule
+from tests.predict_support import QuietLightning, in_id_order, predict, probe_model
 
 
 def sample_tensors() -> dict[str, torch.Tensor]:
@@ -45,7 +62,7 @@ def temporary_folder(test: unittest.TestCase) -> Path:
 
 def write(path: Path, file_format: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     with open(path, "wb") as stream:
-        write_tensor_file(stream, file_format, [tensor_entry(key, value) for key, value in tensors.items()],
+        tensor_file_format(file_format).write(stream, [tensor_entry(key, value) for key, value in tensors.items()],
                           metadata)
 
 
@@ -105,7 +122,7 @@ class TestPtFiles(unittest.TestCase):
 
     def test_empty_file_and_in_memory_stream(self) -> None:
         stream = io.BytesIO()
-        write_tensor_file(stream, "pt", [], {})
+        tensor_file_format("pt").write(stream, [], {})
         stream.seek(0)
         self.assertEqual(torch.load(stream, weights_only=True), {METADATA_KEY: {}})
 
@@ -115,7 +132,7 @@ class TestPtFiles(unittest.TestCase):
         segments = (data[start:start + 10] for start in range(0, len(data), 10))  # a one-shot generator
         path = self.folder / "streamed.pt"
         with open(path, "wb") as stream:
-            write_tensor_file(stream, "pt", [TensorEntry("x", torch.float32, (4, 6), segments)], {})
+            tensor_file_format("pt").write(stream, [TensorEntry("x", torch.float32, (4, 6), segments)], {})
         self.assertTrue(torch.equal(torch.load(path, weights_only=True)["x"], tensor))
 
 
@@ -156,7 +173,7 @@ class TestRefusals(unittest.TestCase):
                 with self.subTest(file_format=file_format, length=len(data)):
                     entry = TensorEntry("x", torch.float32, (4,), [data[:8], data[8:]])
                     with self.assertRaisesRegex(ValueError, r"'x' of shape \(4,\) needs 16 bytes, got"):
-                        write_tensor_file(io.BytesIO(), file_format, [entry], {})
+                        tensor_file_format(file_format).write(io.BytesIO(), [entry], {})
 
     def test_unsupported_dtype_is_a_clear_type_error(self) -> None:
         tensor = torch.zeros(2, dtype=torch.complex64)
@@ -165,11 +182,78 @@ class TestRefusals(unittest.TestCase):
         for file_format in ("pt", "safetensors"):
             entry = TensorEntry("z", torch.complex64, (2,), [bytes(16)])
             with self.subTest(file_format=file_format), self.assertRaisesRegex(TypeError, "complex64"):
-                write_tensor_file(io.BytesIO(), file_format, [entry], {})
+                tensor_file_format(file_format).write(io.BytesIO(), [entry], {})
 
     def test_unknown_format_raises(self) -> None:
         with self.assertRaisesRegex(ValueError, "choose one of"):
-            write_tensor_file(io.BytesIO(), "npz", [], {})
+            tensor_file_format("npz").write(io.BytesIO(), [], {})
+
+
+class NumpyArchiveFormat(TensorFileFormat):
+    """A format as an adopter would add one: each tensor's bytes as a uint8 array in an ``.npz``, with a JSON
+    header of names, dtypes, shapes and the metadata (numpy cannot hold bfloat16, so bytes it is)."""
+
+    name = "npz"
+    suffix = ".npz"
+
+    def write_entries(self, stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
+        arrays = {entry.name: np.frombuffer(b"".join(bytes(s) for s in entry.segments), np.uint8) for entry in entries}
+        header = {"metadata": dict(metadata), "tensors": {e.name: [str(e.dtype), list(e.shape)] for e in entries}}
+        np.savez(stream, __header__=np.array(json.dumps(header)), **arrays)
+
+    def load_tensors(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(str(archive["__header__"]))
+            tensors = {name: torch.frombuffer(bytearray(archive[name].tobytes()), dtype=getattr(torch, dtype.split(".")[1]))
+                       .reshape(shape) for name, (dtype, shape) in header["tensors"].items()}
+        return tensors, header["metadata"]
+
+    def verify(self, path: Path) -> list[str]:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        return [f"{path}: {damaged} is damaged"] if damaged else []
+
+
+class TestRegistry(QuietLightning, unittest.TestCase):
+    def test_one_registered_module_makes_a_format_writable_readable_and_checked(self) -> None:
+        formats.register(NumpyArchiveFormat())
+        self.addCleanup(formats._FORMATS.pop, "npz")
+        folder = temporary_folder(self) / "job"
+        for interval in ("batch", "epoch"):
+            with self.subTest(interval=interval):
+                written = folder / interval
+                model = probe_model()
+                predictions = predict(model, PredictionWriter(written, interval, format="npz"),
+                                      PredictionDataModule(num_samples=10, ragged=True))
+                self.assertTrue(any(path.suffix == ".npz" for path in written.iterdir()))
+                ids, expected = in_id_order(predictions)
+                result = read_predictions(written)
+                self.assertTrue(torch.equal(result.sample_ids, ids))
+                self.assertTrue(all(torch.equal(result.predictions[key], value) for key, value in expected.items()))
+                computed = [[batch for _, batch in model.calls]] if interval == "batch" else [[]]
+                self.assertEqual(layout_problems(written, 1, computed), [])
+                self.assertEqual(unsafe_file_problems(written), [])
+
+    def test_names_and_suffixes_are_unique(self) -> None:
+        with self.assertRaisesRegex(ValueError, "clashes with the registered 'pt'"):
+            formats.register(type("AnotherPt", (NumpyArchiveFormat,), {"name": "pt2", "suffix": ".pt"})())
+
+    def test_pt_verify_finds_a_flipped_byte(self) -> None:
+        path = temporary_folder(self) / "file.pt"
+        write(path, "pt", {"x": torch.arange(64.0)}, {"kind": "dict"})
+        self.assertEqual(tensor_file_format("pt").verify(path), [])
+        data = bytearray(path.read_bytes())
+        data[local_data_offsets(path)["archive/data/0"] + 5] ^= 0xFF
+        path.write_bytes(bytes(data))
+        self.assertIn("does not match its CRC-32", " ".join(tensor_file_format("pt").verify(path)))
+
+    def test_safetensors_verify_finds_missing_bytes(self) -> None:
+        path = temporary_folder(self) / "file.safetensors"
+        write(path, "safetensors", {"x": torch.arange(64.0), "y": torch.ones(3)}, {"kind": "dict"})
+        self.assertEqual(tensor_file_format("safetensors").verify(path), [])
+        path.write_bytes(path.read_bytes()[:-4])
+        self.assertIn("holds 264 data bytes, its header describes 268",
+                      " ".join(tensor_file_format("safetensors").verify(path)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """PredictionWriter: streams ``trainer.predict`` outputs to ``.pt`` (BioNeMo-compatible names) or ``.safetensors``.
 
-Every file is written atomically and without pickling (:mod:`conformance.tensorfile`). Each stored prediction
+Every file is written atomically and without pickling, in a registered tensor-file format
+(:mod:`conformance.predictions.formats`). Each stored prediction
 carries ``batch_idx`` and ``sample_ids`` (int64 tensors; one entry per batch file, one per row in epoch files) and
 a ``__metadata__`` dict of strings (kind, dataloader, collation dims). The epoch interval streams too: batches are
 spilled to a journal on disk and collated into the epoch file at the end, so memory does not grow with the job.
@@ -16,13 +17,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from conformance.atomic import atomic_write
-from conformance.collate import output_shape
-from conformance.prediction_files import parse_file_name, subdir_name
-from conformance.spill import BatchSpill
-from conformance.tensorfile import FORMATS, tensor_entry, write_tensor_file
-from conformance.writer_base import FlatBatch, StreamingWriter
+from conformance.predictions.atomic import atomic_write
+from conformance.predictions.collate import output_shape
+from conformance.predictions.file_names import parse_file_name, subdir_name
+from conformance.predictions.formats import tensor_entry, tensor_file_format
+from conformance.predictions.spill import BatchSpill
+from conformance.predictions.writer_base import FlatBatch, StreamingWriter
 
 __all__ = ["WRITE_INTERVALS", "PredictionWriter"]
 
@@ -36,7 +38,8 @@ class PredictionWriter(StreamingWriter):
         output_dir: the folder of the prediction files (created if needed).
         write_interval: ``"batch"`` (one file per batch), ``"epoch"`` (one file per rank and dataloader) or
             ``"batch_and_epoch"``.
-        format: ``"pt"`` (loads with ``torch.load(weights_only=True)``) or ``"safetensors"``.
+        format: a tensor-file format of :mod:`conformance.predictions.formats`: ``"pt"`` (loads with
+            ``torch.load(weights_only=True)``) or ``"safetensors"``.
         files_per_subdir: put batch files into ``subdir_{batch_idx // files_per_subdir}`` folders.
         save_all_model_parallel_ranks: also write from tensor/context-parallel ranks other than 0.
         batch_dim_key_defaults / seq_dim_key_defaults: per-key batch and sequence dims for epoch collation.
@@ -52,8 +55,7 @@ class PredictionWriter(StreamingWriter):
                  sample_ids: Any = None, fsync: bool = False) -> None:
         if write_interval not in WRITE_INTERVALS:
             raise ValueError(f"write_interval={write_interval!r}; choose one of {', '.join(WRITE_INTERVALS)}")
-        if format not in FORMATS:
-            raise ValueError(f"format={format!r}; choose one of {', '.join(FORMATS)}")
+        self.file_format = tensor_file_format(format)
         if files_per_subdir is not None and (not isinstance(files_per_subdir, int) or files_per_subdir < 1):
             raise ValueError(f"files_per_subdir={files_per_subdir!r}; give a positive int, or None for one folder")
         if files_per_subdir is not None and write_interval == "epoch":
@@ -92,6 +94,7 @@ class PredictionWriter(StreamingWriter):
                 "files_per_subdir": self.files_per_subdir}
 
     # --- the subclass contract ---------------------------------------------------------------------------------
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "predict" and self.writes_epochs and trainer.world_size > 1:
@@ -107,7 +110,7 @@ class PredictionWriter(StreamingWriter):
             assert self._spill is not None
             return {(batch.dataloader_idx, batch.batch_idx) for batch in self._spill.recover()}
         found = set()
-        for path in self.output_dir.rglob(f"*{FORMATS[self.format]}") if self.output_dir.exists() else ():
+        for path in self.output_dir.rglob(f"*{self.file_format.suffix}") if self.output_dir.exists() else ():
             parsed = parse_file_name(path)
             if parsed is None or parsed.kind != "batch" or parsed.rank != self.rank.global_rank:
                 continue
@@ -124,7 +127,7 @@ class PredictionWriter(StreamingWriter):
             entries += [tensor_entry("batch_idx", _long([batch.batch_idx])), tensor_entry("sample_ids",
                                                                                           batch.sample_ids)]
             with atomic_write(self._batch_path(batch.dataloader_idx, batch.batch_idx), fsync=self.fsync) as stream:
-                write_tensor_file(stream, self.format, entries, self._metadata(batch.kind, batch.dataloader_idx))
+                self.file_format.write(stream, entries, self._metadata(batch.kind, batch.dataloader_idx))
         if self.writes_epochs:
             assert self._spill is not None
             self._spill.append(batch.batch_idx, batch.dataloader_idx, batch.kind, batch.tensors,
@@ -163,7 +166,7 @@ class PredictionWriter(StreamingWriter):
 
     # --- files -------------------------------------------------------------------------------------------------
     def _batch_path(self, dataloader_idx: int, batch_idx: int) -> Path:
-        name = self.name(FORMATS[self.format], dataloader_idx=dataloader_idx, batch_idx=batch_idx)
+        name = self.name(self.file_format.suffix, dataloader_idx=dataloader_idx, batch_idx=batch_idx)
         if self.files_per_subdir is None:
             return self.output_dir / name
         return self.output_dir / subdir_name(batch_idx, self.files_per_subdir) / name
@@ -175,9 +178,9 @@ class PredictionWriter(StreamingWriter):
             batches = sorted((b for b in self._spill.batches if b.dataloader_idx == dataloader_idx),
                              key=lambda b: b.batch_idx)
             entries = self._spill.collated_entries(batches, self.dims, self.pad_value)
-            path = self.output_dir / self.name(FORMATS[self.format], dataloader_idx=dataloader_idx)
+            path = self.output_dir / self.name(self.file_format.suffix, dataloader_idx=dataloader_idx)
             with atomic_write(path, fsync=self.fsync) as stream:
-                write_tensor_file(stream, self.format, entries, self._metadata(batches[0].kind, dataloader_idx))
+                self.file_format.write(stream, entries, self._metadata(batches[0].kind, dataloader_idx))
 
     def _metadata(self, kind: str, dataloader_idx: int) -> dict[str, str]:
         return {"writer": "conformance.PredictionWriter", "kind": kind, "dataloader_idx": str(dataloader_idx),

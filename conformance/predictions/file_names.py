@@ -5,9 +5,10 @@ The names of the ``.pt`` layout are those of BioNeMo's PredictionWriter, so its 
     [subdir_{n}/]predictions__rank_{global_rank}__dp_rank_{dp_rank}__batch_{batch_idx}.pt   (batch interval)
     predictions__rank_{global_rank}__dp_rank_{dp_rank}.pt                                   (epoch interval)
 
-With several predict dataloaders every name gains ``__dataloader_{k}`` after the dp rank. Other files:
-``.safetensors`` beside ``.pt``; parquet shards ``...__shard_{s}.parquet`` each with ``...__shard_{s}.manifest.json``;
-and one ``predictions__rank_{g}__dp_rank_{d}.manifest.json`` per writing rank, written when its job completes.
+With several predict dataloaders every name gains ``__dataloader_{k}`` after the dp rank. The suffix is that of a
+registered format (:mod:`conformance.predictions.formats`): ``.safetensors`` beside ``.pt``; sharded formats name
+``...__shard_{s}.parquet`` files, each with ``...__shard_{s}.manifest.json``. Every writing rank finishes with one
+``predictions__rank_{g}__dp_rank_{d}.manifest.json``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PredictionFile", "file_name", "is_subdir", "parse_file_name", "subdir_name"]
+from conformance.predictions.formats import all_formats, format_of
 
-_PATTERN = re.compile(
-    r"predictions__rank_(?P<rank>\d+)__dp_rank_(?P<dp_rank>\d+)(?:__dataloader_(?P<dataloader>\d+))?"
-    r"(?:__batch_(?P<batch>\d+)|__shard_(?P<shard>\d+))?(?P<suffix>\.pt|\.safetensors|\.parquet|\.manifest\.json)"
-)
+__all__ = ["MANIFEST_SUFFIX", "PredictionFile", "file_name", "is_subdir", "parse_file_name", "subdir_name"]
+
+#: The suffix of rank and shard manifests.
+MANIFEST_SUFFIX = ".manifest.json"
+_NAME = (r"predictions__rank_(?P<rank>\d+)__dp_rank_(?P<dp_rank>\d+)(?:__dataloader_(?P<dataloader>\d+))?"
+         r"(?:__batch_(?P<batch>\d+)|__shard_(?P<shard>\d+))?(?P<suffix>{suffixes})")
 _SUBDIR = re.compile(r"subdir_\d+")
 
 
@@ -31,15 +34,20 @@ class PredictionFile:
 
     rank: int
     dp_rank: int
-    suffix: str  # ".pt", ".safetensors", ".parquet" or ".manifest.json"
+    suffix: str  # a registered format's suffix, or ".manifest.json"
     dataloader_idx: int | None = None
     batch_idx: int | None = None
     shard: int | None = None
 
     @property
+    def holds_data(self) -> bool:
+        """Whether this is a data file (batch, epoch or shard), not a manifest."""
+        return self.suffix != MANIFEST_SUFFIX
+
+    @property
     def kind(self) -> str:
         """``batch``, ``epoch``, ``shard`` (data files), ``shard_manifest`` or ``rank_manifest``."""
-        if self.suffix == ".manifest.json":
+        if self.suffix == MANIFEST_SUFFIX:
             return "shard_manifest" if self.shard is not None else "rank_manifest"
         if self.batch_idx is not None:
             return "batch"
@@ -60,7 +68,8 @@ def file_name(file: PredictionFile) -> str:
 
 def parse_file_name(path: Path) -> PredictionFile | None:
     """The parsed name of a prediction file, or None for any other name."""
-    match = _PATTERN.fullmatch(path.name)
+    suffixes = "|".join(re.escape(suffix) for suffix in [MANIFEST_SUFFIX, *(f.suffix for f in all_formats())])
+    match = re.fullmatch(_NAME.format(suffixes=suffixes), path.name)
     if match is None:
         return None
     number = {key: int(value) if value is not None else None for key, value in match.groupdict().items()
@@ -75,11 +84,10 @@ def parse_file_name(path: Path) -> PredictionFile | None:
 def _made_by_writers(file: PredictionFile) -> bool:
     """Whether the kit's writers make this combination (the pattern also matches e.g. ``__batch_3.manifest.json``,
     which :attr:`PredictionFile.kind` would call a rank manifest)."""
-    if file.suffix == ".parquet":
-        return file.shard is not None
-    if file.suffix == ".manifest.json":
+    if file.suffix == MANIFEST_SUFFIX:
         return file.batch_idx is None and (file.shard is not None or file.dataloader_idx is None)
-    return file.shard is None
+    file_format = format_of(file.suffix)
+    return file_format is not None and file_format.sharded == (file.shard is not None)
 
 
 def subdir_name(batch_idx: int, files_per_subdir: int) -> str:

@@ -13,8 +13,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from torch.utils.data.dataloader import default_collate
 
-from conformance import DataModuleResumeConformance
-from conformance.data import ConsumedSamplesBatchSampler
+from conformance import ConsumedSamplesBatchSampler, DataModuleResumeConformance
 from reference_models.data import SyntheticDataModule
 from reference_models.mutants import Mutant
 

@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 import torch
 
-from conformance.collate import CollationDims, Pad, collation_plan
-from conformance.tensorfile import TensorEntry, tensor_bytes, tensor_entry
+from conformance.predictions.collate import CollationDims, Pad, collation_plan
+from conformance.predictions.formats import TensorEntry, tensor_bytes, tensor_entry
 
 __all__ = ["BatchSpill", "SpilledBatch"]
 

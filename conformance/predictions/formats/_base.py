@@ -1,0 +1,90 @@
+"""What a prediction file format is to the kit: a name and a suffix, how its files are loaded back into rows, and
+how their integrity is verified. Tensor-file formats (one file per batch or epoch) also say how they are written.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+import torch
+
+from conformance.errors import PredictionReadError
+from conformance.predictions.collate import CollationDims
+from conformance.predictions.formats._tensors import TensorEntry, check_storable
+
+__all__ = ["METADATA_KEY", "FileFormat", "StoredPart", "TensorFileFormat"]
+
+#: Where a tensor file keeps its string metadata (safetensors' own header field; a dict entry in ``.pt`` files).
+METADATA_KEY = "__metadata__"
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """Rows read from one batch file, epoch file or parquet row group."""
+
+    path: Path
+    kind: str  # "dict" or "tensor": the shape of the prediction that was stored
+    tensors: dict[str, torch.Tensor]
+    sample_ids: torch.Tensor
+    dims: CollationDims
+    dataloader_idx: int
+    pad_value: float = 0.0  # what its writer padded shorter sequences with
+    batch_idx: torch.Tensor | None = None  # the batch indices the file stores, when it stores them
+
+
+class FileFormat(abc.ABC):
+    """A prediction file format; the registry in :mod:`conformance.predictions.formats` holds one of each."""
+
+    #: The name writers take (``format="pt"``) and the suffix of its files.
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    #: One file per rank and shard holding a row group per batch, beside a shard manifest (parquet), instead of one
+    #: file per batch or epoch.
+    sharded: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def load(self, path: Path) -> list[StoredPart]:
+        """The rows of one file, without unpickling objects; any error is the file's problem."""
+
+    @abc.abstractmethod
+    def verify(self, path: Path) -> list[str]:
+        """Problems with the file's own integrity beyond loading it (checksums, sizes), one sentence each."""
+
+
+class TensorFileFormat(FileFormat):
+    """A format of flat ``{name: tensor}`` files with string metadata: what :class:`PredictionWriter` writes."""
+
+    def write(self, stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
+        """Write ``entries`` and string ``metadata`` to the seekable binary ``stream``; refuses unstorable dtypes."""
+        for entry in entries:
+            check_storable(entry.name, entry.dtype)
+        self.write_entries(stream, entries, metadata)
+
+    @abc.abstractmethod
+    def write_entries(self, stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
+        """Write entries of storable dtypes (see :data:`STORABLE_DTYPES`) and the metadata to ``stream``."""
+
+    @abc.abstractmethod
+    def load_tensors(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The tensors and the string metadata of one file."""
+
+    def load(self, path: Path) -> list[StoredPart]:
+        tensors, metadata = self.load_tensors(path)
+        return [_part_from_tensors(path, tensors, metadata)]
+
+
+def _part_from_tensors(path: Path, tensors: dict[str, Any], metadata: Mapping[str, str]) -> StoredPart:
+    """The rows of a tensor file written by the kit's writers: ``sample_ids``, ``batch_idx`` and the prediction."""
+    if "sample_ids" not in tensors:
+        raise PredictionReadError(f"{path} has no 'sample_ids' entry: it was not written by the kit's writers, so "
+                                  "its rows cannot be placed in dataset order")
+    dims = CollationDims(json.loads(metadata.get("batch_dims", "{}")), json.loads(metadata.get("seq_dims", "{}")))
+    ids = tensors.pop("sample_ids").to(torch.int64)
+    batch_idx = tensors.pop("batch_idx", None)
+    return StoredPart(path, metadata.get("kind", "dict"), tensors, ids, dims,
+                      int(metadata.get("dataloader_idx", "0")), float(metadata.get("pad_value", "0.0")), batch_idx)

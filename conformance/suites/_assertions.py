@@ -1,0 +1,88 @@
+"""The assertion helpers every suite's checks use, and their one failure-message format.
+
+A failure message starts with the check's name and a headline, followed either by one ``  - problem`` line per
+problem (at most :data:`MAX_PROBLEMS`, then how many more) or by indented detail::
+
+    test_checkpoint_state: 2 problem(s)
+      - mid_epoch: no data-module state in the checkpoint (...)
+      - first_step: ...
+
+A check names itself from the running test method, so a message can never carry another check's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, NoReturn, Protocol
+
+from conformance._text import indent
+from conformance.compare import LeafStat
+
+__all__ = ["MAX_PROBLEMS", "CheckAssertions", "CheckDetail", "RankResult", "run_failures"]
+
+#: A failure lists at most this many problems, then says how many more there are.
+MAX_PROBLEMS = 20
+
+
+@dataclass
+class CheckDetail:
+    """What a check measured, for reports: the leaf that came closest to its tolerance, and a summary line."""
+
+    worst: LeafStat | None = None
+    summary: str = ""
+
+
+class RankResult(Protocol):
+    """One rank of a run, as the checks see it: its rank and the error that ended it, if any."""
+
+    rank: int
+    error: str | None
+
+
+def run_failures(run: str, results: Iterable[RankResult]) -> list[str]:
+    """One problem per failed rank of run ``run``, with the first line of its error."""
+    return [f"the {run} run failed on rank {result.rank}: {result.error.splitlines()[0]}"
+            for result in results if result.error]
+
+
+class CheckAssertions:
+    """Mixed into every suite: how a check fails, concludes and notes what it measured."""
+
+    #: Filled in during the run of a class: ``{check_name: CheckDetail}``.
+    check_details: ClassVar[dict[str, CheckDetail]]
+    _testMethodName: str  # set by unittest.TestCase
+
+    @property
+    def check_name(self) -> str:
+        """The name of the running check (its test method)."""
+        return self._testMethodName
+
+    def fail_check(self, headline: str, problems: Sequence[str] = (), *, detail: str = "") -> NoReturn:
+        """Fail the running check with ``headline``, then ``problems`` as a list or ``detail`` indented."""
+        lines = [f"{self.check_name}: {headline}"]
+        lines += [f"  - {problem}" for problem in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - MAX_PROBLEMS} more")
+        if detail:
+            lines.append(indent(detail))
+        raise AssertionError("\n".join(lines))
+
+    def conclude(self, problems: Sequence[str], summary: str) -> None:
+        """Fail listing ``problems`` if there are any; otherwise note ``summary`` for the report."""
+        self.note_detail(None, summary if not problems else f"{len(problems)} problem(s)")
+        if problems:
+            self.fail_check(f"{len(problems)} problem(s)", problems)
+
+    def require_succeeded(self, run: str, results: Iterable[RankResult]) -> None:
+        """Fail the check, showing every failed rank's error, unless each rank of run ``run`` succeeded."""
+        failed = [result for result in results if result.error]
+        if failed:
+            self.fail_check(f"the {run} run failed, so nothing can be certified",
+                            detail="\n".join(f"rank {result.rank}: {result.error}" for result in failed))
+
+    def note_detail(self, worst: LeafStat | None, summary: str) -> None:
+        """Remember what the running check measured, for the report of the ``certify`` command."""
+        type(self).check_details[self.check_name] = CheckDetail(worst, summary)
+
+

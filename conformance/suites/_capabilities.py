@@ -1,0 +1,56 @@
+"""What the suites need to know about the objects under test, declared once and read once per class.
+
+Checks never probe a writer or a data module with ``hasattr``/``getattr`` themselves: a suite reads the
+capabilities below from a freshly built object in ``prepare`` and its checks consult the result. Each field says
+what an adopter's object declares, and what it changes in the verdicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conformance.predictions.collate import CollationDims
+
+__all__ = ["DataModuleCapabilities", "WriterCapabilities"]
+
+
+@dataclass(frozen=True)
+class WriterCapabilities:
+    """A prediction writer, as PredictionWriterConformance sees it."""
+
+    #: The writer's class, for messages.
+    name: str
+    #: ``writer.replace(write_interval=..., files_per_subdir=...)`` returns a copy with those settings changed.
+    #: Turns on ``test_batch_and_epoch_intervals_agree`` and ``test_files_per_subdir`` (skipped otherwise).
+    replaces_settings: bool
+    #: ``writer.dims``: which dim of each key is the batch dim and the sequence dim, used to line up in-memory
+    #: predictions with what was read back (default: :class:`CollationDims`'s defaults).
+    dims: CollationDims
+
+    @classmethod
+    def of(cls, writer: Any) -> WriterCapabilities:
+        """Read the capabilities of ``writer``."""
+        dims = getattr(writer, "dims", None)
+        return cls(type(writer).__qualname__, callable(getattr(writer, "replace", None)),
+                   dims if isinstance(dims, CollationDims) else CollationDims())
+
+
+@dataclass(frozen=True)
+class DataModuleCapabilities:
+    """A data module, as DataModuleResumeConformance sees it."""
+
+    #: Where Lightning saves ``datamodule.state_dict()`` in a checkpoint: under the class's qualified name.
+    state_key: str
+    #: ``global_batch_size``: samples per optimizer step over all ranks (None when it has none).
+    global_batch_size: int | None
+    #: ``supports_elastic_resume = False`` declares that a checkpoint resumes only on the data-parallel size it was
+    #: saved on; ``test_elastic_resume`` then requires a refusal instead of an identical global stream.
+    refuses_elastic_resume: bool
+
+    @classmethod
+    def of(cls, datamodule: Any) -> DataModuleCapabilities:
+        """Read the capabilities of ``datamodule``."""
+        global_batch_size = getattr(datamodule, "global_batch_size", None)
+        return cls(type(datamodule).__qualname__, None if global_batch_size is None else int(global_batch_size),
+                   getattr(datamodule, "supports_elastic_resume", True) is False)

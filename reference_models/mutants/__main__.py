@@ -1,0 +1,16 @@
+"""``python -m reference_models.mutants``: run every mutant catalogue and print its kill table; exit 1 if one
+survives."""
+
+import sys
+
+from conformance import DataModuleResumeConformance, PredictionWriterConformance, StopAndGoConformance
+from reference_models.mutants import kill_table
+from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
+from reference_models.mutants.prediction import PREDICTION_MUTANTS
+from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
+
+table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
+                   kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance),
+                   kill_table(PREDICTION_MUTANTS, PredictionWriterConformance)])
+print(table)
+sys.exit(0 if "SURVIVED" not in table else 1)

@@ -1,0 +1,101 @@
+"""The layout is the architecture: imports run one way, one module builds a Trainer, formats are chosen in one place."""
+
+from __future__ import annotations
+
+import ast
+import unittest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("conformance", "reference_models")
+
+
+def _sources(root: Path = ROOT) -> dict[str, tuple[ast.Module, str]]:
+    """``{module: (syntax tree, the package its relative imports start from)}`` of the kit's packages."""
+    sources = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            sources[name] = (ast.parse(path.read_text(), str(path)), ".".join(parts[:-1]))
+    return sources
+
+
+def _imports(tree: ast.Module, package: str, known: set[str]) -> set[str]:
+    """Every kit module a module imports anywhere (top level, functions, ``__main__`` blocks)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Which kit module imports which; a package importing its own submodules is not a dependency of it."""
+    sources = _sources(root)
+    known = set(sources)
+    return {module: {target for target in _imports(tree, package, known)
+                     if target != module and not target.startswith(module + ".")}
+            for module, (tree, package) in sources.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph``, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+class TestArchitecture(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.sources = {module: tree for module, (tree, _) in _sources().items()}
+
+    def test_no_import_cycle(self) -> None:
+        self.assertIsNone(_cycle(import_graph()), "modules import each other in a circle")
+
+    def test_one_module_builds_a_trainer(self) -> None:
+        builders = sorted(module for module, tree in self.sources.items() if module.startswith("conformance")
+                          for node in ast.walk(tree) if isinstance(node, ast.Call)
+                          and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Trainer")
+        self.assertEqual(builders, ["conformance.runs.trainer"])
+
+    def test_formats_are_chosen_by_the_registry_only(self) -> None:
+        suffixes = {".pt", ".safetensors", ".parquet"}
+        spelled = sorted({module for module, tree in self.sources.items()
+                          if module.startswith("conformance") and not module.startswith("conformance.predictions.formats")
+                          for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in suffixes})
+        self.assertEqual(spelled, [], "these modules pick a file format by its suffix instead of the registry")
+
+    def test_the_cycle_finder_finds_cycles(self) -> None:
+        self.assertEqual(_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}), ["a", "b", "c", "a"])
+        self.assertIsNone(_cycle({"a": {"b"}, "b": set()}))
+
+
+if __name__ == "__main__":
+    unittest.main()
