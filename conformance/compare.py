@@ -202,6 +202,10 @@ class ComparisonResult:
         """Whether no difference was found."""
         return self.total_differences == 0
 
+    def __bool__(self) -> bool:
+        """Truth means :attr:`ok`, so ``assert compare(a, b)`` fails when ``a`` and ``b`` differ."""
+        return self.ok
+
     def format(self, limit: int | None = None) -> str:
         """Render a multi-line report listing at most ``limit`` differences, then how many were left out."""
         if limit is not None and limit < 0:

@@ -697,6 +697,12 @@ class ValidationTest(unittest.TestCase):
             Tolerance(0.0, NAN)
         self.assertEqual(Tolerance(1, 0), Tolerance(1.0, 0.0))
 
+    def test_truth_means_ok(self):
+        self.assertFalse(compare({"a": 1.0}, {"a": 2.0}))
+        self.assertTrue(compare({"a": 1.0}, {"a": 1.0}))
+        with self.assertRaises(AssertionError):
+            assert compare(torch.ones(3), torch.zeros(3)), "unequal values must not pass an assert"
+
     def test_format_rejects_negative_limit(self):
         with self.assertRaises(ValueError):
             compare(1, 2).format(limit=-1)

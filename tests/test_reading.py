@@ -132,8 +132,44 @@ class TestReadErrors(QuietLightning, unittest.TestCase):
         loaded = torch.load(self.batch(2), weights_only=True)
         loaded["__metadata__"]["kind"] = "tensor"
         torch.save(loaded, self.batch(2))
-        with self.assertRaisesRegex(PredictionReadError, r"mixes prediction kinds \['dict', 'tensor'\]"):
+        with self.assertRaisesRegex(PredictionReadError, r"mixes prediction kinds: \S*batch_2.pt holds a tensor "
+                                                         r"prediction, \S*batch_0.pt a dict one"):
             read_predictions(self.folder)
+
+    def test_a_key_in_some_files_only_names_the_files(self) -> None:
+        loaded = torch.load(self.batch(1), weights_only=True)
+        loaded["extra"] = torch.zeros(4)
+        torch.save(loaded, self.batch(1))
+        with self.assertRaisesRegex(PredictionReadError, r"batch_1.pt holds keys \['extra', 'idx', 'logits'\] but "
+                                                         r"\S*batch_0.pt holds \['idx', 'logits'\]"):
+            read_predictions(self.folder)
+
+    def test_a_non_tensor_value_is_a_read_error(self) -> None:
+        loaded = torch.load(self.batch(1), weights_only=True)
+        loaded["note"] = "hello"
+        torch.save(loaded, self.batch(1))
+        with self.assertRaisesRegex(PredictionReadError, r"entries that are not tensors: 'note' \(str\)"):
+            read_predictions(self.folder)
+
+    def test_a_manifest_without_a_required_key_is_a_read_error(self) -> None:
+        for key in ("dp_size", "dataloaders"):
+            with self.subTest(key=key):
+                shutil.copy(self.job / MANIFEST, self.folder / MANIFEST)
+                manifest = json.loads((self.folder / MANIFEST).read_text())
+                del manifest[key]
+                (self.folder / MANIFEST).write_text(json.dumps(manifest))
+                with self.assertRaisesRegex(PredictionReadError, rf"lacks \['{key}'\]: a rank manifest needs"):
+                    read_predictions(self.folder)
+
+    def test_nothing_to_read_is_an_error_even_when_incomplete_is_allowed(self) -> None:
+        empty = self.folder / "empty"
+        empty.mkdir()
+        (self.folder / "other").mkdir()
+        (self.folder / "other" / "results.csv").write_text("a,b\n")
+        for folder, phrase in [(empty, "the job wrote nothing yet"), (self.folder / "other", "another tool's"),
+                               (self.folder.parent, "its sub-folders job hold some: pass one of them")]:
+            with self.subTest(folder=folder.name), self.assertRaisesRegex(PredictionReadError, phrase):
+                read_predictions(folder, allow_incomplete=True)
 
     def test_dataloader_the_job_did_not_have_raises(self) -> None:
         with self.assertRaisesRegex(PredictionReadError, r"no dataloader 1 \(its ranks predicted dataloaders \[0\]\)"):
@@ -142,6 +178,47 @@ class TestReadErrors(QuietLightning, unittest.TestCase):
     def test_not_a_folder(self) -> None:
         with self.assertRaisesRegex(PredictionReadError, "is not a folder of predictions"):
             read_predictions(self.folder / "absent")
+
+
+class TestSeedLayout(QuietLightning, unittest.TestCase):
+    """Folders of the seed's writer: ``torch.save`` of the prediction dict plus ``batch_idx``, no manifest."""
+
+    def setUp(self) -> None:
+        self.folder = temporary_folder(self) / "seed"
+        self.ids, self.expected = in_id_order(predict(probe_model(), PredictionWriter(temporary_folder(self)),
+                                                      PredictionDataModule(num_samples=10)))
+
+    def save(self, name: str, content: dict[str, torch.Tensor]) -> None:
+        path = self.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(content, path)
+
+    def rows(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        return {key: value[start:stop] for key, value in self.expected.items()}
+
+    def assert_reads_with_a_warning(self) -> None:
+        with self.assertWarnsRegex(UserWarning, "cannot be verified"):
+            result = read_predictions(self.folder)
+        self.assertFalse(result.complete)
+        self.assertTrue(torch.equal(result.sample_ids, self.ids))
+        self.assertTrue(all(torch.equal(result.predictions[key], value) for key, value in self.expected.items()))
+
+    def test_batch_files_in_subdirs_are_read_by_their_idx_key(self) -> None:
+        for batch, start in enumerate(range(0, 10, 4)):
+            self.save(f"subdir_{batch // 2}/{RANK}__batch_{batch}.pt",
+                      {**self.rows(start, start + 4), "batch_idx": torch.tensor([batch])})
+        self.assert_reads_with_a_warning()
+
+    def test_an_epoch_file_is_read_by_its_batch_indices(self) -> None:
+        content = {key: value for key, value in self.rows(0, 10).items() if key != "idx"}
+        self.save(f"{RANK}.pt", {**content, "batch_indices": self.ids, "batch_idx": torch.arange(3)})
+        self.expected.pop("idx")
+        self.assert_reads_with_a_warning()
+
+    def test_files_without_a_recoverable_id_are_refused(self) -> None:
+        self.save(f"{RANK}__batch_0.pt", {"logits": self.expected["logits"][:4], "batch_idx": torch.tensor([0])})
+        with self.assertRaisesRegex(PredictionReadError, "no dataset index to recover them from"):
+            read_predictions(self.folder)
 
 
 class TestDataParallelRanks(QuietLightning, unittest.TestCase):

@@ -8,6 +8,7 @@ their manifests. Reading never unpickles objects: ``torch.load(weights_only=True
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ from conformance.errors import PredictionReadError
 from conformance.predictions.atomic import is_temporary
 from conformance.predictions.collate import CollationDims, collate, take_rows, unflatten_prediction
 from conformance.predictions.file_names import PredictionFile, is_subdir, parse_file_name
-from conformance.predictions.formats import load_part
-from conformance.predictions.writer_base import read_rank_manifest
+from conformance.predictions.formats import StoredPart, load_part
+from conformance.predictions.manifest import read_rank_manifest
 
 __all__ = ["PredictionSet", "find_prediction_files", "read_predictions"]
 
@@ -66,19 +67,24 @@ def read_predictions(path: str | Path, *, dataloader_idx: int | None = None,
     incomplete (unless ``allow_incomplete``), holds missing or duplicated sample ids, or unreadable files."""
     folder = Path(path)
     files = find_prediction_files(folder)
+    if not files:
+        raise PredictionReadError(_nothing_found(folder))
     manifests = {(file.rank, file.dp_rank): read_rank_manifest(p) for file, p in files if file.kind == "rank_manifest"}
     data_files = _chosen_data_files(files, dataloader_idx)
     loader = _single_dataloader(data_files, dataloader_idx, folder)
     parts = [part for file, p in data_files if (file.dataloader_idx or 0) == loader for part in load_part(p)]
-    expected, complete = _expected_samples(manifests, loader, folder, allow_incomplete)
+    seed_layout = bool(parts) and not manifests and not any(part.kit_written for part in parts)
+    if seed_layout:
+        warnings.warn(f"{folder} holds files of a writer without rank manifests (the seed's layout): they are read, "
+                      "but whether every sample is there cannot be verified (complete=False)", UserWarning,
+                      stacklevel=2)
+    expected, complete = _expected_samples(manifests, loader, folder, allow_incomplete or seed_layout)
     if not parts:
         if expected:
             raise PredictionReadError(f"{folder} holds no predictions of dataloader {loader} but its manifests "
                                       f"expect {expected} samples")
         return PredictionSet(torch.zeros(0, dtype=torch.int64), {}, loader, complete)
-    kinds = {part.kind for part in parts}
-    if len(kinds) > 1:
-        raise PredictionReadError(f"{folder} mixes prediction kinds {sorted(kinds)} (dict and bare tensor)")
+    _check_parts_agree(parts, folder)
     dims = parts[0].dims
     values = collate([part.tensors for part in parts], dims, parts[0].pad_value)
     ids = torch.cat([part.sample_ids for part in parts])
@@ -86,8 +92,30 @@ def read_predictions(path: str | Path, *, dataloader_idx: int | None = None,
     ids = ids[order]
     values = take_rows(values, dims, order)
     _check_coverage(ids, expected, folder, allow_incomplete)
-    return PredictionSet(ids, unflatten_prediction(kinds.pop(), values), loader,
+    return PredictionSet(ids, unflatten_prediction(parts[0].kind, values), loader,
                          complete and (expected is None or len(ids) == expected))
+
+
+def _nothing_found(folder: Path) -> str:
+    """Why a folder without any prediction file or manifest cannot be read, and where predictions may be instead."""
+    nested = sorted({path.parent.relative_to(folder).parts[0] for path in folder.rglob("predictions__*")
+                     if path.parent != folder and not is_subdir(path.parent)})
+    where = (f"; its sub-folders {', '.join(nested[:5])} hold some: pass one of them" if nested
+             else ": the job wrote nothing yet, or this is another tool's folder")
+    return f"{folder} holds no prediction file and no rank manifest (predictions__rank_*){where}"
+
+
+def _check_parts_agree(parts: list[StoredPart], folder: Path) -> None:
+    """Every file stores the same kind of prediction under the same keys, or the files cannot be one result."""
+    first = parts[0]
+    for part in parts[1:]:
+        if part.kind != first.kind:
+            raise PredictionReadError(f"{folder} mixes prediction kinds: {part.path.name} holds a {part.kind} "
+                                      f"prediction, {first.path.name} a {first.kind} one (dict and bare tensor)")
+        if set(part.tensors) != set(first.tensors):
+            raise PredictionReadError(f"{folder}: {part.path.name} holds keys {sorted(part.tensors)} but "
+                                      f"{first.path.name} holds {sorted(first.tensors)}: every prediction must "
+                                      "have the same keys")
 
 
 def _chosen_data_files(files: list[tuple[PredictionFile, Path]],

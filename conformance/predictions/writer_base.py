@@ -23,10 +23,11 @@ from typing_extensions import override
 from conformance.predictions.atomic import atomic_write, is_temporary
 from conformance.predictions.collate import CollationDims, flatten_prediction, num_rows
 from conformance.predictions.file_names import MANIFEST_SUFFIX, PredictionFile, file_name, parse_file_name
+from conformance.predictions.manifest import write_rank_manifest
 from conformance.predictions.ranks import WriterRank, writer_rank
 from conformance.sample_ids import default_sample_ids, ids_as_list
 
-__all__ = ["FlatBatch", "StreamingWriter", "read_rank_manifest"]
+__all__ = ["FlatBatch", "StreamingWriter"]
 
 SampleIds = Callable[[Any], "list[int] | torch.Tensor"]
 
@@ -152,7 +153,7 @@ class StreamingWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _restore_predict_step(pl_module)
         if self.rank.writes:
-            self.write_json(self.manifest_path, self._rank_manifest(trainer))
+            self._write_rank_manifest(trainer)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -160,7 +161,7 @@ class StreamingWriter(BasePredictionWriter):
         if stage == "predict" and self.rank.writes and not self._started:
             self._num_dataloaders = max(1, len(_dataloaders(trainer)))
             self.finish()
-            self.write_json(self.manifest_path, self._rank_manifest(trainer))
+            self._write_rank_manifest(trainer)
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -199,26 +200,14 @@ class StreamingWriter(BasePredictionWriter):
             if parsed is not None and (parsed.rank, parsed.dp_rank) == (self.rank.global_rank, self.rank.dp_rank):
                 path.unlink()
 
-    def _rank_manifest(self, trainer: pl.Trainer) -> dict[str, Any]:
+    def _write_rank_manifest(self, trainer: pl.Trainer) -> None:
         dataloaders = _dataloaders(trainer)
-        return {
-            "writer": f"{type(self).__module__}.{type(self).__qualname__}",
-            "global_rank": self.rank.global_rank, "dp_rank": self.rank.dp_rank, "dp_size": self.rank.dp_size,
-            "dataloaders": {str(index): {"num_samples": _dataset_size(loader),
-                                         "batches_written": self._written.get(index, 0)}
-                            for index, loader in enumerate(dataloaders)},
-            "resumed_batches": len(self._completed),
-            **self.settings(),
-        }
-
-
-def read_rank_manifest(path: Path) -> dict[str, Any]:
-    """A rank manifest, with a clear error when it is not one."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable rank manifest ({exc}); it is written last by each rank, so "
-                         "this output was damaged after the job") from exc
+        write_rank_manifest(
+            self.output_dir, global_rank=self.rank.global_rank, dp_rank=self.rank.dp_rank, dp_size=self.rank.dp_size,
+            dataloaders={index: {"num_samples": _dataset_size(loader), "batches_written": self._written.get(index, 0)}
+                         for index, loader in enumerate(dataloaders)},
+            writer=f"{type(self).__module__}.{type(self).__qualname__}", resumed_batches=len(self._completed),
+            fsync=self.fsync, **self.settings())
 
 
 def _dataloaders(trainer: pl.Trainer) -> list[Any]:

@@ -16,6 +16,7 @@ import torch
 from conformance.errors import PredictionReadError
 from conformance.predictions.collate import CollationDims
 from conformance.predictions.formats._tensors import TensorEntry, check_storable
+from conformance.sample_ids import SAMPLE_ID_KEYS
 
 __all__ = ["METADATA_KEY", "FileFormat", "StoredPart", "TensorFileFormat"]
 
@@ -34,7 +35,9 @@ class StoredPart:
     dims: CollationDims
     dataloader_idx: int
     pad_value: float = 0.0  # what its writer padded shorter sequences with
-    batch_idx: torch.Tensor | None = None  # the batch indices the file stores, when it stores them
+    batch_idx: Any = None  # the batch indices the file stores, when it stores them
+    #: Written by the kit's writers (or following their contract): its folder must have rank manifests.
+    kit_written: bool = True
 
 
 class FileFormat(abc.ABC):
@@ -79,12 +82,37 @@ class TensorFileFormat(FileFormat):
 
 
 def _part_from_tensors(path: Path, tensors: dict[str, Any], metadata: Mapping[str, str]) -> StoredPart:
-    """The rows of a tensor file written by the kit's writers: ``sample_ids``, ``batch_idx`` and the prediction."""
-    if "sample_ids" not in tensors:
-        raise PredictionReadError(f"{path} has no 'sample_ids' entry: it was not written by the kit's writers, so "
-                                  "its rows cannot be placed in dataset order")
+    """The rows of a tensor file: the prediction's tensors, ``sample_ids`` and ``batch_idx``.
+
+    Files of the seed's writer (``torch.save`` of the prediction dict plus ``batch_idx``, no ``sample_ids``) are
+    read when the dataset index can be recovered: from ``batch_indices`` or from an ``idx``-like key.
+    """
+    foreign = sorted(f"{key!r} ({type(value).__qualname__})" for key, value in tensors.items()
+                     if not isinstance(value, torch.Tensor) and key != "batch_idx")
+    if foreign:
+        raise PredictionReadError(f"{path} holds entries that are not tensors: {', '.join(foreign)}; a prediction "
+                                  "file stores tensors only")
+    kit_written = "sample_ids" in tensors
+    ids = tensors.pop("sample_ids") if kit_written else _recovered_sample_ids(path, tensors)
+    if ids.is_floating_point() or ids.dim() != 1:
+        raise PredictionReadError(f"{path}: its sample ids must be a 1-d integer tensor, got {ids.dtype} of shape "
+                                  f"{tuple(ids.shape)}")
     dims = CollationDims(json.loads(metadata.get("batch_dims", "{}")), json.loads(metadata.get("seq_dims", "{}")))
-    ids = tensors.pop("sample_ids").to(torch.int64)
     batch_idx = tensors.pop("batch_idx", None)
-    return StoredPart(path, metadata.get("kind", "dict"), tensors, ids, dims,
-                      int(metadata.get("dataloader_idx", "0")), float(metadata.get("pad_value", "0.0")), batch_idx)
+    return StoredPart(path, metadata.get("kind", "dict"), tensors, ids.to(torch.int64), dims,
+                      int(metadata.get("dataloader_idx", "0")), float(metadata.get("pad_value", "0.0")), batch_idx,
+                      kit_written)
+
+
+def _recovered_sample_ids(path: Path, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The dataset indices of a seed writer's file: ``batch_indices`` (dropped), else an ``idx``-like key (kept: it
+    is part of the prediction)."""
+    if "batch_indices" in tensors:
+        return tensors.pop("batch_indices")
+    key = next((key for key in SAMPLE_ID_KEYS if key in tensors), None)
+    if key is None:
+        raise PredictionReadError(
+            f"{path} has no 'sample_ids' entry and no dataset index to recover them from ('batch_indices' or one of "
+            f"{list(SAMPLE_ID_KEYS)}), so its rows cannot be placed in dataset order: write predictions with "
+            "conformance.PredictionWriter, or return each sample's dataset index from predict_step")
+    return tensors[key].reshape(-1)
