@@ -29,20 +29,37 @@ def conformance_classes(module_name: str) -> list[type[unittest.TestCase]]:
             if inspect.isclass(value) and issubclass(value, unittest.TestCase) and issubclass(value, ConformanceSuite)]
 
 
+def _module_name(argument: str, parser: argparse.ArgumentParser) -> str:
+    """``argument`` as a module name: a dotted name as it is, a path to a ``.py`` file below this folder converted."""
+    if not argument.endswith(".py") and "/" not in argument and os.sep not in argument:
+        return argument
+    path = Path(argument).resolve()
+    if not path.is_file():
+        parser.error(f"{argument} is not a file; pass a module name such as tests.test_resume")
+    try:
+        relative = path.relative_to(Path.cwd())
+    except ValueError:
+        parser.error(f"{argument} lies outside the current folder, so it cannot be imported by name: run the command "
+                     "from your repo root and pass the module name (e.g. tests.test_resume)")
+    return ".".join(relative.with_suffix("").parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m conformance``; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     certify = commands.add_parser("certify", help="run conformance suites and write a report")
     certify.add_argument("modules", nargs="*", default=list(DEFAULT_MODULES),
-                         help=f"importable modules holding conformance classes (default: {DEFAULT_MODULES[0]})")
+                         help="importable modules holding conformance classes, or paths to their .py files below "
+                              f"the current folder (default: {DEFAULT_MODULES[0]})")
     certify.add_argument("--output", type=Path, default=Path("conformance-report"),
                          help="folder for report.json and report.xml (default: ./conformance-report)")
     certify.add_argument("-k", dest="pattern", default=None, help="only classes whose name contains this text")
     args = parser.parse_args(argv)
 
     classes = []
-    for module_name in args.modules:
+    for argument in args.modules:
+        module_name = _module_name(argument, parser)
         try:
             classes += conformance_classes(module_name)
         except ImportError as exc:

@@ -40,7 +40,7 @@ class TestCertifyCommand(unittest.TestCase):
             self.assertEqual(suites.find("testsuite").get("failures"), "0")
 
     def test_failing_recipe_exits_non_zero_and_says_where(self) -> None:
-        process, output, folder = certify("tests.failing_recipes")
+        process, output, folder = certify("tests/failing_recipes.py")  # a path works as well as a module name
         with folder:
             self.assertEqual(process.returncode, 1)
             self.assertIn("FAIL   test_rng_state", process.stdout)
@@ -54,6 +54,13 @@ class TestCertifyCommand(unittest.TestCase):
         with folder:
             self.assertEqual(process.returncode, 2)
             self.assertIn("no conformance classes found", process.stderr)
+
+    def test_a_path_that_cannot_be_imported_by_name_says_so(self) -> None:
+        with tempfile.NamedTemporaryFile(suffix=".py") as outside:
+            process, _, folder = certify(outside.name)
+        with folder:
+            self.assertEqual(process.returncode, 2)
+            self.assertIn("lies outside the current folder", process.stderr)
 
     def test_unimportable_module_is_named(self) -> None:
         process, _, folder = certify("no_such_module_here")

@@ -9,10 +9,23 @@ import textwrap
 import unittest
 from pathlib import Path
 
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
 import conformance
-from conformance import ConformanceSetupError, StopAndGoConformance
+from conformance import (
+    ConformanceSetupError,
+    DataModuleResumeConformance,
+    PredictionWriterConformance,
+    ResumableDataModule,
+    RNGStateCallback,
+    StopAndGoConformance,
+)
 from conformance.report import run_classes
-from reference_models.recipes import GPTRecipe
+from reference_models.data import SyntheticDataModule, SyntheticTokens
+from reference_models.gpt import TinyGPT
+from reference_models.recipes import GPTRecipe, PredictionRecipe
 from tests.toy_suite import adopter
 
 
@@ -87,6 +100,81 @@ class TestSettingsValidation(unittest.TestCase):
         self.assertEqual(plain.comparison_options("test_optimizer_state"), {"atol": 0.0, "rtol": None},
                          "optimizer state is compared relatively by default (tiny second moments)")
         self.assertEqual(cls.comparison_options("test_optimizer_state")["atol"], 1e-3, "the adopter's value wins")
+
+
+class NoBatchSizes(ResumableDataModule, pl.LightningDataModule):
+    """A ResumableDataModule whose author forgot the batch sizes."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self.resumable_train_dataloader(SyntheticTokens(8, 4, 16, 0))
+
+
+class TestRecipeMistakesAreOneSetupError(unittest.TestCase):
+    """Each mistake ends in one ConformanceSetupError at class set-up, naming the hook and the fix."""
+
+    def assertOneSetupError(self, cls: type, *phrases: str) -> None:
+        report = run_classes([cls])
+        self.assertEqual([outcome.status for outcome in report.outcomes], ["error"], report.format_text())
+        message = report.outcomes[0].message
+        for phrase in ("ConformanceSetupError", *phrases):
+            self.assertIn(phrase, message)
+
+    def recipe(self, base: type = GPTRecipe, suite: type = StopAndGoConformance, **hooks: object) -> type:
+        wrapped = {name: classmethod(hook) for name, hook in hooks.items()}
+        return type("Mistaken", (base, suite, unittest.TestCase), wrapped)
+
+    def test_mixin_listed_after_test_case(self) -> None:
+        with self.assertRaisesRegex(ConformanceSetupError, r"class Late\(TestCase, GPTRecipe, StopAndGoConformance\) "
+                                                           r"lists unittest.TestCase before StopAndGoConformance.*e.g. "
+                                                           r"class Late\(StopAndGoConformance, unittest.TestCase\)"):
+            type("Late", (unittest.TestCase, GPTRecipe, StopAndGoConformance), {})
+
+    def test_callbacks_not_in_a_list(self) -> None:
+        self.assertOneSetupError(self.recipe(make_callbacks=lambda cls: RNGStateCallback()),
+                                 "make_callbacks() returned a RNGStateCallback, not a list: return [RNGStateCallback(...)]")
+
+    def test_shared_callback_objects(self) -> None:
+        shared = RNGStateCallback()
+        self.assertOneSetupError(self.recipe(make_callbacks=lambda cls: [shared]),
+                                 "make_callbacks() returned the same RNGStateCallback object on two calls")
+
+    def test_a_dataloader_instead_of_a_datamodule(self) -> None:
+        self.assertOneSetupError(self.recipe(make_datamodule=lambda cls: SyntheticDataModule().val_dataloader(),
+                                             trainer_kwargs=lambda cls: {}),
+                                 "make_datamodule() returned a DataLoader, not a LightningDataModule")
+
+    def test_a_plain_module_instead_of_a_lightning_module(self) -> None:
+        self.assertOneSetupError(self.recipe(make_model=lambda cls: TinyGPT().transformer),
+                                 "make_model() returned a torch.nn.Module (Transformer), not a LightningModule")
+
+    def test_the_same_object_on_every_call(self) -> None:
+        model = TinyGPT()
+        self.assertOneSetupError(self.recipe(make_model=lambda cls: model),
+                                 "make_model() returned the same TinyGPT object twice: build a new one on every call")
+
+    @unittest.skipIf(torch.backends.mps.is_available(), "this machine has the accelerator the test asks for")
+    def test_an_accelerator_this_machine_lacks(self) -> None:
+        self.assertOneSetupError(self.recipe(trainer_kwargs=lambda cls: {**GPTRecipe.trainer_kwargs(),
+                                                                          "accelerator": "mps"}),
+                                 "accelerator='mps', which is not available on this machine")
+
+    def test_resumable_datamodule_without_batch_sizes(self) -> None:
+        self.assertOneSetupError(self.recipe(make_datamodule=lambda cls: NoBatchSizes(), trainer_kwargs=lambda cls: {}),
+                                 "NoBatchSizes has no positive int micro_batch_size or global_batch_size")
+        with self.assertRaisesRegex(ValueError, "NoBatchSizes is a ResumableDataModule without micro_batch_size or "
+                                                "global_batch_size: set"):
+            NoBatchSizes().train_dataloader()
+
+    def test_global_batch_that_two_ranks_cannot_split(self) -> None:
+        cls = type("Indivisible", (DataModuleResumeConformance, unittest.TestCase), {
+            "make_datamodule": classmethod(lambda cls: SyntheticDataModule(micro_batch_size=4, global_batch_size=4))})
+        self.assertOneSetupError(cls, "global_batch_size 4 is not a multiple of micro_batch_size 4 x 2 ranks = 8 "
+                                      "(the data-parallel checks run on 2 ranks)")
+
+    def test_a_writer_that_is_not_a_callback(self) -> None:
+        cls = type("NotAWriter", (PredictionRecipe, PredictionWriterConformance, unittest.TestCase), {
+            "make_writer": classmethod(lambda cls, output_dir: str(output_dir))})
+        self.assertOneSetupError(cls, "make_writer(output_dir) returned a str, not a Callback")
 
 
 class TestNothingIsCollectedFromTheKit(unittest.TestCase):

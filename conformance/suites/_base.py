@@ -21,6 +21,13 @@ from conformance.compare import Tolerance
 from conformance.errors import ConformanceSetupError
 from conformance.suites._assertions import CheckAssertions
 from conformance.suites._expected_failures import mark_expected_failures
+from conformance.suites._setup_checks import (
+    accelerator_problems,
+    built_object_problems,
+    callback_list_problems,
+    mixin_order_problem,
+    resumable_datamodule_problems,
+)
 from conformance.training.records import datamodule_consumed_samples
 
 __all__ = ["ConformanceSuite"]
@@ -75,14 +82,18 @@ class ConformanceSuite(CheckAssertions):
         if suite:
             cls._suite_checks = {**cls._suite_checks, **suite_checks(cls)}
             return
+        misordered = mixin_order_problem(cls, ConformanceSuite)
+        if misordered:
+            raise ConformanceSetupError(misordered)
         expected = cls.expected_failures if isinstance(cls.expected_failures, Mapping) else {}
         mark_expected_failures(cls, cls._suite_checks, expected)
 
     @classmethod
     def setUpClass(cls) -> None:
-        """Validate the adopter's settings, then run what the suite needs once for all its checks."""
+        """Validate the adopter's settings and hooks, then run what the suite needs once for all its checks."""
         super().setUpClass()  # type: ignore[misc]
         cls.validate_settings()
+        cls.validate_recipe()
         cls.check_details = {}
         cls._work_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{cls.__name__}-"))
         try:
@@ -111,14 +122,32 @@ class ConformanceSuite(CheckAssertions):
         """Raise :class:`ConformanceSetupError` naming the class, the attribute and the fix for every problem."""
         problems = cls._hook_problems() + cls._expected_failure_problems() + cls._tolerance_problems()
         problems += cls._trainer_kwargs_problems() + cls.settings_problems()
-        if problems:
-            listing = "\n".join(f"  - {problem}" for problem in problems)
-            raise ConformanceSetupError(f"{cls.__qualname__} is not set up correctly:\n{listing}")
+        _raise_if_any(problems, f"{cls.__qualname__} is not set up correctly")
 
     @classmethod
     def settings_problems(cls) -> list[str]:
         """Suite-specific setting problems, one message each (name the attribute and the fix)."""
         return []
+
+    @classmethod
+    def validate_recipe(cls) -> None:
+        """Build what the hooks return and raise :class:`ConformanceSetupError` for every set-up mistake found."""
+        _raise_if_any(cls.recipe_problems(), f"{cls.__qualname__}'s hooks return what the kit cannot run")
+
+    @classmethod
+    def recipe_problems(cls) -> list[str]:
+        """Problems with what the hooks return, found by calling them (suites add theirs)."""
+        kwargs = cls.trainer_kwargs()
+        problems = accelerator_problems(dict(kwargs)) if isinstance(kwargs, Mapping) else []
+        if "make_model" in cls.required_hooks:
+            problems += built_object_problems("make_model()", cls.make_model, pl.LightningModule, (
+                "put the model in a lightning.pytorch.LightningModule with training_step and configure_optimizers"))[0]
+        if "make_datamodule" in cls.required_hooks:
+            found, datamodule = built_object_problems("make_datamodule()", cls.make_datamodule, pl.LightningDataModule, (
+                "return a lightning.pytorch.LightningDataModule that builds the loaders (its state_dict is what a "
+                "checkpoint keeps of the data position)"))
+            problems += found or resumable_datamodule_problems(datamodule)
+        return problems + callback_list_problems(cls.make_callbacks)
 
     @classmethod
     def _hook_problems(cls) -> list[str]:
@@ -133,7 +162,11 @@ class ConformanceSuite(CheckAssertions):
 
     @classmethod
     def _trainer_kwargs_problems(cls) -> list[str]:
-        owned = sorted(cls.owned_trainer_kwargs & set(cls.trainer_kwargs()))
+        kwargs = cls.trainer_kwargs()
+        if not isinstance(kwargs, Mapping):
+            return [(f"trainer_kwargs() returned a {type(kwargs).__qualname__}: return a dict of lightning.Trainer "
+                    "arguments")]
+        owned = sorted(cls.owned_trainer_kwargs & set(kwargs))
         if owned:
             return [(f"trainer_kwargs() sets {owned}, which the kit controls in this suite's runs (run length, "
                      "devices, callbacks and logging folder come from the suite's settings and make_callbacks()); "
@@ -192,6 +225,12 @@ class ConformanceSuite(CheckAssertions):
         if paths:
             options["path_tolerances"] = {pattern: Tolerance(*pair) for pattern, pair in paths.items()}
         return options
+
+
+def _raise_if_any(problems: list[str], headline: str) -> None:
+    if problems:
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConformanceSetupError(f"{headline}:\n{listing}")
 
 
 def _tolerance_value_problems(where: str, settings: Mapping[str, Any]) -> list[str]:

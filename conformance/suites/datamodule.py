@@ -20,6 +20,7 @@ from conformance.sample_ids import default_sample_ids
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._capabilities import DataModuleCapabilities
+from conformance.suites._setup_checks import batch_size_problems
 
 __all__ = ["DataModuleResumeConformance"]
 
@@ -79,6 +80,12 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         if not isinstance(cls.num_epochs, int) or cls.num_epochs < 2:
             return [f"num_epochs must be an int >= 2, got {cls.num_epochs!r}: resume is also checked in epoch 2"]
         return []
+
+    @classmethod
+    def recipe_problems(cls) -> list[str]:
+        """The data module needs Megatron-style batch sizes whose global batch splits over the two-rank runs."""
+        problems = super().recipe_problems()
+        return problems or batch_size_problems(cls.make_datamodule(), divisible_by_ranks=2)
 
     @classmethod
     def prepare(cls) -> None:

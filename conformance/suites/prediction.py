@@ -11,9 +11,11 @@ own reader and compared with the in-memory predictions, ordered by the adopter's
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+import lightning.pytorch as pl
 import torch
 
 from conformance._text import listing
@@ -32,6 +34,7 @@ from conformance.suites._prediction_files import (
     unreadable_files,
     unsafe_file_problems,
 )
+from conformance.suites._setup_checks import built_object_problems
 
 __all__ = ["PredictionWriterConformance"]
 
@@ -78,6 +81,15 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         return cls.make_datamodule()
 
     # --- set-up --------------------------------------------------------------------------------------------
+    @classmethod
+    def recipe_problems(cls) -> list[str]:
+        """The writer must be a Lightning callback, built afresh on every call."""
+        with tempfile.TemporaryDirectory() as folder:
+            return super().recipe_problems() + built_object_problems(
+                "make_writer(output_dir)", lambda: cls.make_writer(Path(folder)), pl.Callback,
+                "return a Lightning callback (a lightning.pytorch.callbacks.BasePredictionWriter) writing into "
+                "output_dir")[0]
+
     @classmethod
     def prepare(cls) -> None:
         cls.writer = WriterCapabilities.of(cls.make_writer(cls._work_dir / "unused"))

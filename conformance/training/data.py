@@ -127,7 +127,8 @@ class ResumableDataModule:
 
     Set ``micro_batch_size`` and ``global_batch_size`` in ``__init__`` and build the train loader with
     :meth:`resumable_train_dataloader`; it does the init-global-step bookkeeping, so consumed samples are always
-    ``samples consumed when the loader was built + (global_step - global step then) x global_batch_size``.
+    ``samples consumed when the loader was built + (global_step - global step then) x global_batch_size``. The
+    train loader drops a partial last global batch of each epoch (an optimizer step always sees a full one).
     """
 
     micro_batch_size: int
@@ -191,6 +192,9 @@ class ResumableDataModule:
 
     def _loader(self, dataset: Dataset, consumed: int, *, shuffle: bool, seed: int, drop_last: bool,
                 **loader_kwargs: Any) -> DataLoader:
+        missing = [name for name in ("micro_batch_size", "global_batch_size") if not hasattr(self, name)]
+        _require(not missing, f"{type(self).__name__} is a ResumableDataModule without {' or '.join(missing)}: set "
+                              "micro_batch_size and global_batch_size in its __init__ before building loaders")
         rank, size = resolve_data_parallel(getattr(self, "trainer", None))
         sampler = ConsumedSamplesBatchSampler(
             len(dataset), consumed, self.micro_batch_size, self.global_batch_size,
