@@ -18,7 +18,7 @@ from conformance import (
     StopAndGoConformance,
 )
 from reference_models.data import SyntheticDataModule
-from reference_models.recipes import BERTRecipe, GPTRecipe, PredictionRecipe
+from reference_models.recipes import BERTRecipe, GPTRecipe, PredictionRecipe, StepSeededGPTRecipe
 
 #: Lightning < 2.5 restores a checkpoint saved in ``on_train_batch_end`` (where ``ModelCheckpoint`` saves every
 #: n steps) one batch early: its batch-progress "completed" counter lags the batch that was just trained, so after
@@ -62,6 +62,14 @@ class TestTinyGPTValidatingEveryMicroBatch(GPTRecipe, StopAndGoConformance, unit
     @classmethod
     def trainer_kwargs(cls) -> dict:
         return {**GPTRecipe.trainer_kwargs(), "val_check_interval": 1}
+
+
+class TestStepSeededGPTStopAndGo(StepSeededGPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """GPT reseeding python/numpy/torch from the global step in its own on_train_batch_start, no RNG callback."""
+
+    num_steps = 8
+    stop_step = 4
+    expected_failures = _broken_by_old_lightning(*_DRIFT)
 
 
 class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase):

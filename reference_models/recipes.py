@@ -5,10 +5,13 @@ Each is a mixin of conformance hooks; list it *before* a conformance mixin so it
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 
 from conformance import RNGStateCallback
 from reference_models.bert import TinyBERT
@@ -44,6 +47,32 @@ class GPTRecipe:
     @classmethod
     def make_callbacks(cls) -> list[pl.Callback]:
         return [RNGStateCallback()]
+
+
+class StepSeededGPT(TinyGPT):
+    """Draws its randomness from the training position, Megatron style: its own ``on_train_batch_start`` reseeds
+    python, numpy and torch from (seed, global step, micro-batch), so a checkpoint needs no RNG state."""
+
+    def __init__(self, seed: int = 31, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        micro_batch = batch_idx % self.trainer.accumulate_grad_batches
+        seed = (self.seed * 1_000_003 + self.trainer.global_step * 1_009 + micro_batch) % 2**32
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+class StepSeededGPTRecipe(GPTRecipe):
+    """The GPT recipe reseeding from the global step in the model instead of restoring RNG states."""
+
+    model_class = StepSeededGPT
+
+    @classmethod
+    def make_callbacks(cls) -> list[pl.Callback]:
+        return []
 
 
 class BERTRecipe(GPTRecipe):

@@ -8,7 +8,6 @@ batch, so it never buffers predictions itself (its epoch interval keeps every pr
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
+from conformance._wrapping import unwrap_method, wrap_method
 from conformance.predictions.atomic import atomic_write, is_temporary
 from conformance.predictions.collate import CollationDims, flatten_prediction, num_rows
 from conformance.predictions.file_names import MANIFEST_SUFFIX, PredictionFile, file_name, parse_file_name
@@ -123,7 +123,7 @@ class StreamingWriter(BasePredictionWriter):
         if self.rank.writes:
             self._completed = self.completed_batches()
         if self._completed:
-            _skip_predict_step_while(pl_module, lambda: self._skip_current)
+            wrap_method(pl_module, "predict_step", self._skip_finished_batch)
 
     @override
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
@@ -151,7 +151,7 @@ class StreamingWriter(BasePredictionWriter):
 
     @override
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        _restore_predict_step(pl_module)
+        unwrap_method(pl_module, "predict_step")
         if self.rank.writes:
             self._write_rank_manifest(trainer)
 
@@ -165,11 +165,16 @@ class StreamingWriter(BasePredictionWriter):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        _restore_predict_step(pl_module)
+        unwrap_method(pl_module, "predict_step")
         if self.rank.writes and trainer.state.stage is not None and trainer.state.stage.value == "predict":
             self.abort(exception)
 
     # --- helpers -----------------------------------------------------------------------------------------------
+    def _skip_finished_batch(self, predict_step: Callable[..., Any], args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+        """``predict_step`` that returns None without computing for a batch a previous run already wrote."""
+        return None if self._skip_current else predict_step(*args, **kwargs)
+
     def _sample_ids(self, prediction: Any, batch_indices: Any, batch: Any, batch_idx: int, rows: int) -> torch.Tensor:
         """The batch's sample ids: the ``sample_ids`` callable, else Lightning's sampler indices, else an id key."""
         where = f"batch {batch_idx}"
@@ -220,24 +225,3 @@ def _dataloaders(trainer: pl.Trainer) -> list[Any]:
 def _dataset_size(loader: Any) -> int | None:
     dataset = getattr(loader, "dataset", None)
     return len(dataset) if isinstance(dataset, Sized) else None
-
-
-_ORIGINAL = "_conformance_original_predict_step"
-
-
-def _skip_predict_step_while(pl_module: pl.LightningModule, skip: Callable[[], bool]) -> None:
-    """Make ``predict_step`` return None without computing while ``skip()`` is true (a resumed, complete batch)."""
-    original = pl_module.predict_step
-
-    @functools.wraps(original)
-    def predict_step(*args: Any, **kwargs: Any) -> Any:
-        return None if skip() else original(*args, **kwargs)
-
-    setattr(pl_module, _ORIGINAL, original)
-    pl_module.predict_step = predict_step  # type: ignore[method-assign]
-
-
-def _restore_predict_step(pl_module: pl.LightningModule) -> None:
-    if _ORIGINAL in vars(pl_module):
-        del pl_module.predict_step
-        delattr(pl_module, _ORIGINAL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,8 +55,12 @@ class RunOutcome:
 
 
 def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: int, record: bool = True,
-            interruption: Interruption | None = None, resume_from: Path | None = None) -> RunOutcome:
-    """Seed, build the recipe afresh and ``fit`` it; an interruption's own preemption is not an error."""
+            interruption: Interruption | None = None, resume_from: Path | None = None,
+            trainer_defaults: Mapping[str, Any] | None = None) -> RunOutcome:
+    """Seed, build the recipe afresh and ``fit`` it; an interruption's own preemption is not an error.
+
+    ``trainer_defaults`` are Trainer arguments the recipe's ``trainer_kwargs()`` may override.
+    """
     run_dir = work_dir / name
     run_dir.mkdir(parents=True, exist_ok=False)
     store = RecordStore(run_dir / "records")
@@ -74,7 +79,7 @@ def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: 
             datamodule = recipe.make_datamodule()
             has_checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
             trainer = build_trainer(recipe.trainer_kwargs(), owned=OWNED_TRAINER_KWARGS,
-                                    run_defaults={"enable_checkpointing": has_checkpointing},
+                                    run_defaults={"enable_checkpointing": has_checkpointing, **(trainer_defaults or {})},
                                     run_settings={"max_steps": max_steps, "max_epochs": -1, "callbacks": callbacks,
                                                   "default_root_dir": run_dir})
             if trainer.world_size != 1:

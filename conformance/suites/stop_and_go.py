@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -28,22 +28,45 @@ from conformance.training.records import Key, RecordStore
 __all__ = ["StopAndGoConformance"]
 
 _HINTS = {
+    "learning_rate": "no optimizer step used a learning rate: configure_optimizers() returned no optimizer",
     "consumed_samples": "the data module reports no consumed samples: keep 'consumed_samples' in its state_dict() "
                         "(conformance.ResumableDataModule does), override the consumed_samples(trainer) hook, "
                         "or list the check in expected_failures with the reason",
-    "optimizer_state": "the optimizer keeps no state to compare",
+    "optimizer_state": "the optimizer keeps no state to compare (plain SGD has none); list the check in "
+                       "expected_failures if that is intended",
     "lr_scheduler_state": "the recipe configures no LR scheduler; list the check in expected_failures if that is "
                           "intended",
     "train_outputs": "the LightningModule's forward was never called during training_step; call the model as "
                      "self(...) so the kit can observe its outputs",
+    "train_inputs": "training_step received no batch",
     "train_loss": "training_step returned no loss",
     "valid_inputs": "no validation ran after the resume point in the uninterrupted run; give the recipe a "
-                    "val_dataloader and a val_check_interval that validates after stop_step",
+                    "val_dataloader (the suite validates every validate_every_n_steps steps unless trainer_kwargs() "
+                    "sets its own val_check_interval or check_val_every_n_epoch)",
     "valid_outputs": "the LightningModule's forward was never called during validation_step, or no validation ran "
                      "after the resume point",
     "valid_loss": "validation_step returned no loss (return it, besides logging it), or no validation ran after "
                   "the resume point",
+    "final_weights": "the model has no weights",
 }
+
+#: The part of a record that must hold something for a comparison of the stream to mean anything (default: all).
+_CONTENT: dict[str, Callable[[Any], Any]] = {
+    "optimizer_state": lambda optimizers: [optimizer.get("state") for optimizer in optimizers],
+}
+
+
+def has_content(value: Any) -> bool:
+    """Whether a record holds anything to compare: a non-empty tensor or a plain value somewhere inside it."""
+    if value is None:
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0
+    if isinstance(value, Mapping):
+        return any(has_content(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_content(item) for item in value)
+    return True
 
 
 class StopAndGoConformance(ConformanceSuite, suite=True):
@@ -55,6 +78,11 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     stop_step: ClassVar[int] = 4
     #: "crash": an exception right after the checkpoint, as a preempted job dies; "clean": the trainer stops.
     interruption: ClassVar[Literal["clean", "crash"]] = "crash"
+
+    #: Validate after every this many optimizer steps, so the validation checks have passes to compare after the
+    #: resume; applied unless ``trainer_kwargs()`` sets ``val_check_interval`` or ``check_val_every_n_epoch``
+    #: (then the recipe's own schedule holds). None: never impose one.
+    validate_every_n_steps: ClassVar[int | None] = 2
 
     owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
     #: Adam's second moments are often ~1e-5 or smaller, below float32's default atol: compare them relatively.
@@ -75,13 +103,27 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                             "the end")
         if cls.interruption not in ("clean", "crash"):
             problems.append(f"interruption must be 'clean' or 'crash', got {cls.interruption!r}")
+        every = cls.validate_every_n_steps
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+            problems.append(f"validate_every_n_steps must be None or an int >= 1, got {every!r}")
         return problems
+
+    @classmethod
+    def validation_schedule(cls) -> dict[str, Any]:
+        """Trainer arguments that validate every ``validate_every_n_steps`` optimizer steps, across epochs, unless
+        the recipe schedules validation itself."""
+        kwargs = cls.trainer_kwargs()
+        if cls.validate_every_n_steps is None or {"val_check_interval", "check_val_every_n_epoch"} & set(kwargs):
+            return {}
+        batches_per_step = kwargs.get("accumulate_grad_batches", 1)
+        return {"val_check_interval": cls.validate_every_n_steps * batches_per_step, "check_val_every_n_epoch": None}
 
     @classmethod
     def prepare(cls) -> None:
         """Train the continuous, interrupted and resumed runs."""
         checkpoint = cls._work_dir / "interrupted.ckpt"
-        run = functools.partial(fit_run, cls, work_dir=cls._work_dir, max_steps=cls.num_steps, seed=cls.seed)
+        run = functools.partial(fit_run, cls, work_dir=cls._work_dir, max_steps=cls.num_steps, seed=cls.seed,
+                                trainer_defaults=cls.validation_schedule())
         cls.continuous = run("continuous")
         cls.interrupted = run("interrupted", interruption=Interruption(cls.stop_step, cls.interruption, checkpoint))
         if checkpoint.exists():
@@ -126,8 +168,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     def test_consumed_samples(self) -> None:
         """The data module's consumed-samples count after every optimizer step."""
-        self._check_stream("consumed_samples", resumed_from=self.stop_step + 1,
-                           has_content=lambda value: value is not None)
+        self._check_stream("consumed_samples", resumed_from=self.stop_step + 1)
 
     def test_initial_consumed_samples(self) -> None:
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
@@ -146,16 +187,14 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     def test_optimizer_state(self) -> None:
         """Every optimizer's full state after every optimizer step."""
-        self._check_stream("optimizer_state", resumed_from=self.stop_step + 1,
-                           has_content=lambda value: any(state.get("state") for state in value))
+        self._check_stream("optimizer_state", resumed_from=self.stop_step + 1)
 
     def test_lr_scheduler_state(self) -> None:
         """Every LR scheduler's state after every optimizer step."""
-        self._check_stream("lr_scheduler_state", resumed_from=self.stop_step + 1,
-                           has_content=bool)
+        self._check_stream("lr_scheduler_state", resumed_from=self.stop_step + 1)
 
     def test_rng_state(self) -> None:
-        """Python, numpy, torch CPU and CUDA RNG states at the start of every training batch."""
+        """Python, numpy, torch CPU and CUDA RNG states as every training_step starts (after all batch-start hooks)."""
         self._check_stream("rng_state", resumed_from=self.stop_step)
 
     def test_train_inputs(self) -> None:
@@ -164,31 +203,32 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     def test_train_outputs(self) -> None:
         """What the model's forward returned for every training batch."""
-        self._check_stream("train_outputs", resumed_from=self.stop_step, has_content=bool)
+        self._check_stream("train_outputs", resumed_from=self.stop_step)
 
     def test_train_loss(self) -> None:
         """The loss of every training batch."""
-        self._check_stream("train_loss", resumed_from=self.stop_step,
-                           has_content=lambda value: value is not None)
+        self._check_stream("train_loss", resumed_from=self.stop_step)
 
     def test_valid_inputs(self) -> None:
         """Every validation batch of every validation run after the resume point, in order."""
-        self._check_validation("valid_inputs", has_content=lambda value: True)
+        self._check_validation("valid_inputs")
 
     def test_valid_outputs(self) -> None:
         """What the model's forward returned for every validation batch."""
-        self._check_validation("valid_outputs", has_content=bool)
+        self._check_validation("valid_outputs")
 
     def test_valid_loss(self) -> None:
         """The loss of every validation batch."""
-        self._check_validation("valid_loss", has_content=lambda value: value is not None)
+        self._check_validation("valid_loss")
 
     def test_final_weights(self) -> None:
         """The model's weights when training ends."""
         self._require_runs()
         key = (self.num_steps,)
-        result = compare(self._read_one(self.resumed, "final_weights", key),
-                         self._read_one(self.continuous, "final_weights", key),
+        expected = self._read_one(self.continuous, "final_weights", key)
+        if not has_content(expected):
+            self.fail_check(f"nothing to compare: {_HINTS['final_weights']}")
+        result = compare(self._read_one(self.resumed, "final_weights", key), expected,
                          **self.comparison_options(self.check_name))
         self.note_detail(result.worst, f"{result.leaves_compared} tensors compared")
         if not result.ok:
@@ -243,13 +283,11 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                                 f"consumed_samples={consumed}, found {saved!r}")
         return problems
 
-    def _check_validation(self, stream: str, has_content: Callable[[Any], bool]) -> None:
+    def _check_validation(self, stream: str) -> None:
         """A validation stream; the validation right after the stop step may be lost to the interruption."""
-        self._check_stream(stream, resumed_from=self.stop_step + 1, has_content=has_content,
-                           may_be_lost=lambda key: key[0] == self.stop_step)
+        self._check_stream(stream, resumed_from=self.stop_step + 1, may_be_lost=lambda key: key[0] == self.stop_step)
 
     def _check_stream(self, stream: str, *, resumed_from: int,
-                      has_content: Callable[[Any], bool] = lambda value: True,
                       may_be_lost: Callable[[Key], bool] = lambda key: False) -> None:
         """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare.
 
@@ -258,7 +296,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         self._require_runs()
         reference = self.continuous.records
         after_resume = [key for key in reference.keys(stream) if key[0] >= resumed_from]
-        if not after_resume or not has_content(reference.read(stream, after_resume[0])):
+        content = _CONTENT.get(stream, lambda value: value)
+        if not after_resume or not has_content(content(reference.read(stream, after_resume[0]))):
             hint = _HINTS.get(stream, "nothing was recorded")
             self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
                             f"uninterrupted run: {hint}")

@@ -16,7 +16,7 @@ learning_rate      (step,)                          every param group's LR used 
 consumed_samples   (step,)                          the data module's consumed samples after ``step``
 optimizer_state    (step,)                          every optimizer's ``state_dict()`` after ``step``
 lr_scheduler_state (step,)                          every LR scheduler's ``state_dict()`` after ``step``
-rng_state          (global step, micro-batch)       global RNG states when a training batch starts
+rng_state          (global step, micro-batch)       global RNG states as ``training_step`` starts
 train_inputs       (global step, micro-batch)       the training batch, as ``training_step`` receives it
 train_outputs      (global step, micro-batch)       what the LightningModule's ``forward`` returned
 train_loss         (global step, micro-batch)       the loss ``training_step`` returned
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from typing_extensions import override
 
+from conformance._wrapping import unwrap_method, wrap_method
 from conformance.training import recordfile
 from conformance.training.rng import capture_rng_state
 
@@ -189,16 +190,27 @@ class TrainingRecorder(pl.Callback):
         self._validation_step = -1
         self._validation_pass = 0
 
-    # --- forward outputs -------------------------------------------------------------------------------------
+    # --- observing the model ---------------------------------------------------------------------------------
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._hook = pl_module.register_forward_hook(self._capture_forward)
+        wrap_method(pl_module, "training_step", self._observe_training_step)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        unwrap_method(pl_module, "training_step")
+
+    def _observe_training_step(self, training_step: Callable[..., Any], args: tuple[Any, ...],
+                               kwargs: dict[str, Any]) -> Any:
+        """Record what ``training_step`` starts from, after every batch-start hook (callbacks, module, strategy)
+        ran: a recipe that reseeds in its own ``on_train_batch_start`` is observed after it reseeded."""
+        key = (self._batch_step, self._micro_batch)
+        self.store.write("rng_state", key, capture_rng_state())
+        self.store.write("train_inputs", key, args[0] if args else kwargs.get("batch"))  # before any in-place change
+        return training_step(*args, **kwargs)
 
     def _capture_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self._forward_outputs is not None:
@@ -224,9 +236,6 @@ class TrainingRecorder(pl.Callback):
         self._micro_batch = self._micro_batch + 1 if step == self._batch_step else 0
         self._batch_step = step
         self._learning_rates = []
-        key = (step, self._micro_batch)
-        self.store.write("rng_state", key, capture_rng_state())
-        self.store.write("train_inputs", key, batch)  # before training_step can change the batch in place
         self._forward_outputs = []
 
     @override

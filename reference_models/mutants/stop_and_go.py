@@ -16,7 +16,7 @@ from conformance import StopAndGoConformance
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
 from reference_models.mutants import Mutant
-from reference_models.recipes import GPTRecipe
+from reference_models.recipes import GPTRecipe, StepSeededGPT
 
 __all__ = ["STOP_AND_GO_MUTANTS"]
 
@@ -97,6 +97,14 @@ def _unseeded_gpt(cls: type) -> TinyGPT:
     return TinyGPT()
 
 
+class CounterSeededGPT(StepSeededGPT):
+    """Reseeds from a count of the batches it has seen, which no checkpoint holds: it restarts at 0 on resume."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.batches_seen = getattr(self, "batches_seen", 0) + 1
+        torch.manual_seed(self.seed * 1_000_003 + self.batches_seen)
+
+
 class NumpyRNGCallback(pl.Callback):
     """Saves numpy's RNG state as an ndarray: the checkpoint no longer loads with weights_only=True."""
 
@@ -134,6 +142,13 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
         kills={"test_rng_state": "first divergence at optimizer step 5, micro-batch 0 (after the resume)",
                "test_train_outputs": "after the resume", "test_train_loss": "after the resume",
                "test_final_weights": "ends with different weights"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "reseeds_from_uncheckpointed_counter", "reseeds from a batch counter that restarts at 0 after the resume",
+        _recipe("reseeds_from_uncheckpointed_counter", model_class=CounterSeededGPT, make_callbacks=lambda cls: []),
+        kills={"test_rng_state": "first divergence at optimizer step 5, micro-batch 0 (after the resume)",
+               "test_train_loss": "after the resume", "test_final_weights": "ends with different weights"},
         may_also_fail=_WEIGHTS_DRIFT,
     ),
     Mutant(

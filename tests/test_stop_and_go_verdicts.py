@@ -1,0 +1,102 @@
+"""Stop-and-go verdicts found wrong by outside recipes, each pinned: no false failure, no pass from nothing."""
+
+from __future__ import annotations
+
+import unittest
+from typing import Any, ClassVar
+
+import torch
+
+from conformance import StopAndGoConformance
+from conformance.report import run_classes
+from conformance.runs.fit import RunOutcome
+from conformance.training.records import RecordStore
+from reference_models.data import SyntheticDataModule
+from reference_models.gpt import TinyGPT
+from reference_models.recipes import GPTRecipe
+
+VALIDATION_CHECKS = ("test_valid_inputs", "test_valid_outputs", "test_valid_loss")
+
+
+class LongEpochRecipe(GPTRecipe):
+    """One micro-batch per step, 50 steps per epoch, and no validation schedule of its own."""
+
+    datamodule_kwargs: ClassVar[dict[str, int]] = {"num_train": 400, "global_batch_size": 4}
+
+    @classmethod
+    def trainer_kwargs(cls) -> dict[str, Any]:
+        return {"limit_val_batches": 2}
+
+
+def conformance_class(recipe: type, name: str, **attributes: Any) -> type[unittest.TestCase]:
+    return type(name, (recipe, StopAndGoConformance, unittest.TestCase), {"__qualname__": name, **attributes})
+
+
+class TestValidationSchedule(unittest.TestCase):
+    def test_a_recipe_validating_once_per_epoch_is_validated_every_two_steps(self) -> None:
+        report = run_classes([conformance_class(LongEpochRecipe, "PerEpoch")])
+        self.assertTrue(report.ok, report.format_text())
+        self.assertEqual({check: report.statuses()[check] for check in VALIDATION_CHECKS},
+                         dict.fromkeys(VALIDATION_CHECKS, "passed"))
+
+    def test_the_recipes_own_schedule_holds_and_nothing_to_compare_fails(self) -> None:
+        own = conformance_class(LongEpochRecipe, "OwnSchedule", trainer_kwargs=classmethod(
+            lambda cls: {"limit_val_batches": 2, "check_val_every_n_epoch": 1}))
+        without = conformance_class(LongEpochRecipe, "NoValidation", make_datamodule=classmethod(
+            lambda cls: type("NoVal", (SyntheticDataModule,), {"val_dataloader": None})(**cls.datamodule_kwargs)))
+        for cls in (own, without):
+            with self.subTest(cls=cls.__qualname__):
+                report = run_classes([cls], checks=VALIDATION_CHECKS)
+                for check in VALIDATION_CHECKS:
+                    outcome = report.outcome(cls.__qualname__, check)
+                    self.assertEqual(outcome.status, "failed")
+                    self.assertIn("nothing to compare after the resume point", outcome.message)
+
+
+class NoOptimizerGPT(TinyGPT):
+    def configure_optimizers(self) -> None:
+        return None
+
+
+class TestNothingComparedFailsClosed(unittest.TestCase):
+    def test_a_recipe_without_an_optimizer_fails_the_learning_rate_check(self) -> None:
+        cls = conformance_class(type("NoOptimizer", (LongEpochRecipe,), {"model_class": NoOptimizerGPT}), "NoOpt")
+        outcome = run_classes([cls], checks=["test_learning_rate"]).outcome("NoOpt", "test_learning_rate")
+        self.assertEqual(outcome.status, "failed")
+        self.assertIn("configure_optimizers() returned no optimizer", outcome.message)
+
+    def test_every_check_fails_on_records_without_content(self) -> None:
+        report = run_classes([conformance_class(GPTRecipe, "EmptyRecords", prepare=classmethod(_empty_runs))])
+        statuses = report.statuses()
+        self.assertEqual(set(statuses), set(StopAndGoConformance.check_names()))
+        self.assertEqual({check: status for check, status in statuses.items() if status != "failed"}, {},
+                         report.format_text())
+
+
+def _empty_runs(cls: type) -> None:
+    """Three 'runs' whose every record exists where a real run's would, holding nothing."""
+    empty_step = {"global_step": {}, "learning_rate": [[]], "consumed_samples": None,
+                  "optimizer_state": [{"state": {}, "param_groups": []}], "lr_scheduler_state": []}
+    empty_batch = {"rng_state": {}, "train_inputs": {}, "train_outputs": [], "train_loss": None}
+    empty_validation = {"valid_inputs": {}, "valid_outputs": [], "valid_loss": None}
+    runs = {}
+    for name, first, last in (("continuous", 1, cls.num_steps), ("interrupted", 1, cls.stop_step),
+                              ("resumed", cls.stop_step + 1, cls.num_steps)):
+        store = RecordStore(cls._work_dir / name)
+        store.write("start", (first - 1,), {"global_step": first - 1, "consumed_samples": None,
+                                            "datamodule_class": None})
+        store.write("initial_weights", (first - 1,), {})
+        for step in range(first, last + 1):
+            for stream, value in empty_batch.items():
+                store.write(stream, (step - 1, 0), value)
+            for stream, value in empty_step.items():
+                store.write(stream, (step,), value)
+            for stream, value in empty_validation.items():
+                store.write(stream, (step, 0, 0, 0), value)
+        store.write("final_weights", (last,), {"weight": torch.zeros(0)})
+        runs[name] = RunOutcome(name, store, None, 0.0)
+    cls.continuous, cls.interrupted, cls.resumed = runs["continuous"], runs["interrupted"], runs["resumed"]
+
+
+if __name__ == "__main__":
+    unittest.main()
