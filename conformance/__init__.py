@@ -4,7 +4,7 @@ Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this 
 """
 
 from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close
-from conformance.errors import ConformanceSetupError, PredictionReadError
+from conformance.errors import ConformanceSetupError, ElasticResumeRefused, PredictionReadError
 from conformance.predictions.parquet_writer import ParquetPredictionWriter
 from conformance.predictions.reader import PredictionSet, read_predictions
 from conformance.predictions.writer import PredictionWriter
@@ -21,6 +21,7 @@ __all__ = [
     "ConsumedSamplesBatchSampler",
     "DataModuleResumeConformance",
     "Difference",
+    "ElasticResumeRefused",
     "ParquetPredictionWriter",
     "PredictionReadError",
     "PredictionSet",

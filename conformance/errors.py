@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConformanceSetupError", "PredictionReadError"]
+__all__ = ["ConformanceSetupError", "ElasticResumeRefused", "PredictionReadError"]
 
 
 class ConformanceSetupError(TypeError):
@@ -11,3 +11,11 @@ class ConformanceSetupError(TypeError):
 
 class PredictionReadError(ValueError):
     """A prediction folder is incomplete, inconsistent or holds unreadable files."""
+
+
+class ElasticResumeRefused(ValueError):
+    """A data module refuses to resume a checkpoint saved on another number of data-parallel ranks.
+
+    The one refusal ``test_elastic_resume`` accepts from a data module declaring ``supports_elastic_resume = False``;
+    raise it (or a subclass) from ``load_state_dict`` or the train dataloader.
+    """

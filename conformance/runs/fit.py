@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from conformance.runs.callbacks import (
     SimulatedPreemption,
     StallGuard,
 )
+from conformance.runs.processes import failure_text
 from conformance.runs.trainer import build_trainer, quiet_lightning, seeded
 from conformance.training.records import RecordStore, TrainingRecorder
 
@@ -91,5 +91,5 @@ def fit_run(recipe: Recipe, name: str, work_dir: Path, *, max_steps: int, seed: 
         except SimulatedPreemption:
             pass
         except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            error = failure_text(exc)
     return RunOutcome(name, store, error, time.perf_counter() - started)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +137,7 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
             log.memory_file = f"{plan.output_dir}.memory__rank_{rank}"
             Path(log.memory_file).write_bytes(recordfile.encode(list(predictions or [])))
     except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding the checks report
-        log.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        log.record_failure(exc)
     return log
 
 

@@ -12,7 +12,6 @@ pre-empted job), or resume from a checkpoint. Runs with ``world_size > 1`` are r
 from __future__ import annotations
 
 import tempfile
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +118,7 @@ def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
             except SimulatedPreemption:
                 pass
     except Exception as exc:  # noqa: BLE001 - the data module's failure is a finding the checks report
-        log.error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        log.record_failure(exc)
     return log
 
 

@@ -15,12 +15,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["RankLog", "importable_name", "recipe_rank_main", "run_recipe_ranks"]
+__all__ = ["RankLog", "failure_text", "importable_name", "recipe_rank_main", "run_recipe_ranks"]
 
 
 @dataclass
@@ -29,7 +30,19 @@ class RankLog:
 
     rank: int = 0
     error: str | None = None
+    #: The qualified names of the error's class and its bases, so checks can tell a documented error from others.
+    error_types: list[str] = field(default_factory=list)
     killed_by_signal: int | None = None
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Keep ``exc``, raised by the rank's run (call it inside the ``except`` block)."""
+        self.error = failure_text(exc)
+        self.error_types = [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
+
+
+def failure_text(exc: BaseException) -> str:
+    """How a run's failure is reported: the exception in one line, then the traceback being handled."""
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
 Log = TypeVar("Log", bound=RankLog)

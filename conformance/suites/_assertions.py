@@ -19,7 +19,7 @@ from typing import ClassVar, NoReturn, Protocol
 from conformance._text import indent
 from conformance.compare import LeafStat
 
-__all__ = ["MAX_PROBLEMS", "CheckAssertions", "CheckDetail", "RankResult", "run_failures"]
+__all__ = ["ERROR_TAIL_LINES", "MAX_PROBLEMS", "CheckAssertions", "CheckDetail", "RankResult", "error_tail", "run_failures"]
 
 #: A failure lists at most this many problems, then says how many more there are.
 MAX_PROBLEMS = 20
@@ -40,10 +40,23 @@ class RankResult(Protocol):
     error: str | None
 
 
+#: A failed rank's message shows at most this many lines of its error (the exception, then the traceback's end).
+ERROR_TAIL_LINES = 12
+
+
 def run_failures(run: str, results: Iterable[RankResult]) -> list[str]:
-    """One problem per failed rank of run ``run``, with the first line of its error."""
-    return [f"the {run} run failed on rank {result.rank}: {result.error.splitlines()[0]}"
+    """One problem per failed rank of run ``run``: its exception, then the end of its traceback or output."""
+    return [f"the {run} run failed on rank {result.rank}: {error_tail(result.error)}"
             for result in results if result.error]
+
+
+def error_tail(error: str) -> str:
+    """The first line of ``error`` and, indented below it, its last :data:`ERROR_TAIL_LINES` lines."""
+    first, *rest = error.strip().splitlines() or [""]
+    tail = rest[-ERROR_TAIL_LINES:]
+    skipped = len(rest) - len(tail)
+    return "\n".join([first or "(no message)", *([f"    ... {skipped} lines ..."] if skipped else []),
+                      *(f"    {line}" for line in tail)])
 
 
 class CheckAssertions:

@@ -44,13 +44,16 @@ class DataModuleCapabilities:
     state_key: str
     #: ``global_batch_size``: samples per optimizer step over all ranks (None when it has none).
     global_batch_size: int | None
-    #: ``supports_elastic_resume = False`` declares that a checkpoint resumes only on the data-parallel size it was
-    #: saved on; ``test_elastic_resume`` then requires a refusal instead of an identical global stream.
-    refuses_elastic_resume: bool
+    #: ``supports_elastic_resume``: True, False, or None when the data module does not say. False declares that a
+    #: checkpoint resumes only on the data-parallel size it was saved on: ``test_elastic_resume`` then requires
+    #: the documented refusal (:class:`conformance.ElasticResumeRefused`). True and None (undeclared) require the
+    #: same global sample stream on 1 and 2 ranks; a refusal then fails with a hint to declare False.
+    supports_elastic_resume: bool | None
 
     @classmethod
     def of(cls, datamodule: Any) -> DataModuleCapabilities:
         """Read the capabilities of ``datamodule``."""
         global_batch_size = getattr(datamodule, "global_batch_size", None)
+        elastic = getattr(datamodule, "supports_elastic_resume", None)
         return cls(type(datamodule).__qualname__, None if global_batch_size is None else int(global_batch_size),
-                   getattr(datamodule, "supports_elastic_resume", True) is False)
+                   None if elastic is None else bool(elastic))

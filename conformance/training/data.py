@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from conformance.errors import ElasticResumeRefused
+
 __all__ = ["ConsumedSamplesBatchSampler", "ResumableDataModule", "resolve_data_parallel"]
 
 
@@ -177,7 +179,8 @@ class ResumableDataModule:
     ) -> DataLoader:
         """A train loader that resumes at :attr:`consumed_samples`; call it from ``train_dataloader()``.
 
-        Raises ``ValueError`` when resuming on a different data-parallel size (see ``supports_elastic_resume``).
+        Raises :class:`conformance.ElasticResumeRefused` when resuming on a different data-parallel size (see
+        ``supports_elastic_resume``).
         """
         self._refuse_elastic_resume()
         self._loader_consumed_samples = self.consumed_samples
@@ -205,12 +208,12 @@ class ResumableDataModule:
     def _refuse_elastic_resume(self) -> None:
         saved, self._loaded_data_parallel_size = self._loaded_data_parallel_size, None
         current = resolve_data_parallel(getattr(self, "trainer", None))[1]
-        _require(
-            saved is None or int(saved) == current,
-            f"{type(self).__name__}: the checkpoint was saved on {saved} data-parallel rank(s) and this run has "
-            f"{current}. The sample order would carry over, but Lightning restores its position within the epoch "
-            f"in micro-batches per rank, which change with the number of ranks; resume on {saved} rank(s)",
-        )
+        if saved is not None and int(saved) != current:
+            raise ElasticResumeRefused(
+                f"{type(self).__name__}: the checkpoint was saved on {saved} data-parallel rank(s) and this run has "
+                f"{current}. The sample order would carry over, but Lightning restores its position within the "
+                f"epoch in micro-batches per rank, which change with the number of ranks; resume on {saved} rank(s)"
+            )
 
     def _trainer_global_step(self) -> int:
         trainer = getattr(self, "trainer", None)
