@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from xml.etree import ElementTree
 
 from conformance.compare import LeafStat
+from conformance.suites._expected_failures import UnexpectedSuccess
 
 __all__ = ["CheckOutcome", "Report", "run_classes"]
 
@@ -37,6 +38,9 @@ class CheckOutcome:
     worst: LeafStat | None = None
     summary: str = ""
     reason: str | None = None
+    #: For a failed check: the root cause of its suite's failures, and whether this check is where it shows first.
+    cause: str = ""
+    is_root: bool = False
 
     def describe_worst(self) -> str:
         """The largest difference seen against its tolerance, in one phrase."""
@@ -76,6 +80,12 @@ class Report:
         lines = []
         for suite in dict.fromkeys(outcome.suite for outcome in self.outcomes):
             lines.append(f"{suite}")
+            causes = [o for o in self.outcomes if o.suite == suite and o.status in _BAD and o.cause]
+            if causes:
+                root = next((o for o in causes if o.is_root), causes[0])
+                others = sorted({o.check for o in causes} - {root.check})
+                lines.append(f"  root cause: {root.cause}" + (f"; {', '.join(others)} fail as its consequence"
+                                                                if others else ""))
             for outcome in (o for o in self.outcomes if o.suite == suite):
                 detail = outcome.describe_worst()
                 if outcome.status == EXPECTED_FAILURE:
@@ -83,7 +93,7 @@ class Report:
                 elif outcome.status in _BAD:
                     detail = outcome.message.splitlines()[0] if outcome.message else detail
                 lines.append(f"  {_MARKS[outcome.status]:<6} {outcome.check:<32} {detail}")
-        failures = [o for o in self.outcomes if o.status in _BAD]
+        failures = sorted((o for o in self.outcomes if o.status in _BAD), key=lambda o: not o.is_root)
         if failures:
             lines.append("")
             lines.append("Details of what failed:")
@@ -151,7 +161,8 @@ class _CollectingResult(unittest.TestResult):
         detail = getattr(cls, "check_details", {}).get(check)
         reason = getattr(cls, "expected_failures", {}).get(check) if isinstance(test, unittest.TestCase) else None
         outcome = CheckOutcome(suite, check, status, message, time.perf_counter() - self._started,
-                               detail.worst if detail else None, detail.summary if detail else "", reason)
+                               detail.worst if detail else None, detail.summary if detail else "", reason,
+                               detail.cause if detail else "", detail.is_root if detail else False)
         self.outcomes.append(outcome)
         if self.echo is not None:
             shown = outcome.message.splitlines()[0] if status in _BAD and outcome.message else ""
@@ -163,7 +174,7 @@ class _CollectingResult(unittest.TestResult):
 
     def addFailure(self, test: unittest.TestCase, err: Any) -> None:
         super().addFailure(test, err)
-        self._add(test, FAILED, str(err[1]))
+        self._add(test, UNEXPECTED_SUCCESS if isinstance(err[1], UnexpectedSuccess) else FAILED, str(err[1]))
 
     def addError(self, test: Any, err: Any) -> None:
         super().addError(test, err)
@@ -172,13 +183,6 @@ class _CollectingResult(unittest.TestResult):
     def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:
         super().addExpectedFailure(test, err)
         self._add(test, EXPECTED_FAILURE, str(err[1]))
-
-    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
-        super().addUnexpectedSuccess(test)
-        check = _names(test)[1]
-        reason = type(test).expected_failures.get(check)
-        self._add(test, UNEXPECTED_SUCCESS, f"{check} passed but expected_failures says it fails ({reason}); "
-                                            "remove it from expected_failures")
 
     def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)

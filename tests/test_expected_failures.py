@@ -32,12 +32,14 @@ class TestExpectedFailures(unittest.TestCase):
         self.assertIn("remove it from expected_failures", report.outcome("Adopter", "test_passes").message)
         self.assertEqual(report.outcome("Adopter", "test_fails").reason, "known gap")
 
-    def test_unittest_runner_counts_unexpected_success_as_unsuccessful(self) -> None:
+    def test_unittest_shows_why_an_unexpected_success_fails(self) -> None:
         cls = adopter(ToySuite, expected_failures={"test_passes": "stale entry"})
         result = unittest.TestResult()
         unittest.TestLoader().loadTestsFromName("test_passes", cls).run(result)
-        self.assertEqual(len(result.unexpectedSuccesses), 1)
         self.assertFalse(result.wasSuccessful())
+        [(_, traceback)] = result.failures
+        self.assertIn("unexpected success: test_passes passed but expected_failures says it fails (stale entry); "
+                      "remove it from expected_failures", traceback)
 
     def test_the_shared_mixin_method_is_never_mutated(self) -> None:
         original = ToySuite.__dict__["test_fails"]
@@ -75,7 +77,8 @@ class TestExpectedFailures(unittest.TestCase):
         outcomes = {test: status for status, test in found}
         self.assertEqual(outcomes, {"test_fails": "XFAIL", "test_passes": "FAILED", "test_crashes": "FAILED"},
                          run.stdout)
-        self.assertIn("Unexpected success", run.stdout)
+        self.assertIn("test_passes passed but expected_failures says it fails (stale entry); remove it from "
+                      "expected_failures", run.stdout)
         self.assertIn("RuntimeError: bug in the check itself", run.stdout)
         self.assertNotEqual(run.returncode, 0)
 

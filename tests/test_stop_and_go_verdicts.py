@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unittest
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -13,6 +14,7 @@ from conformance.runs.fit import RunOutcome
 from conformance.training.records import RecordStore
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
+from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
 from reference_models.recipes import GPTRecipe
 
 VALIDATION_CHECKS = ("test_valid_inputs", "test_valid_outputs", "test_valid_loss")
@@ -61,7 +63,9 @@ class NoOptimizerGPT(TinyGPT):
 class TestNothingComparedFailsClosed(unittest.TestCase):
     def test_a_recipe_without_an_optimizer_fails_the_learning_rate_check(self) -> None:
         cls = conformance_class(type("NoOptimizer", (LongEpochRecipe,), {"model_class": NoOptimizerGPT}), "NoOpt")
-        outcome = run_classes([cls], checks=["test_learning_rate"]).outcome("NoOpt", "test_learning_rate")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`LightningModule.configure_optimizers` returned `None`")
+            outcome = run_classes([cls], checks=["test_learning_rate"]).outcome("NoOpt", "test_learning_rate")
         self.assertEqual(outcome.status, "failed")
         self.assertIn("configure_optimizers() returned no optimizer", outcome.message)
 
@@ -71,6 +75,30 @@ class TestNothingComparedFailsClosed(unittest.TestCase):
         self.assertEqual(set(statuses), set(StopAndGoConformance.check_names()))
         self.assertEqual({check: status for check, status in statuses.items() if status != "failed"}, {},
                          report.format_text())
+
+
+class TestRootCause(unittest.TestCase):
+    def run_mutant(self, name: str) -> Any:
+        mutant = next(mutant for mutant in STOP_AND_GO_MUTANTS if mutant.name == name)
+        return run_classes([mutant.conformance_class]), mutant.conformance_class.__qualname__
+
+    def test_rng_not_restored_is_named_first_with_its_remedy(self) -> None:
+        report, suite = self.run_mutant("rng_not_restored")
+        text = report.format_text()
+        root_line = text.index("root cause: test_rng_state first diverges at optimizer step 5, micro-batch 0 "
+                               "(after the resume): the random state is not restored: add "
+                               "conformance.RNGStateCallback() to make_callbacks()")
+        self.assertLess(root_line, text.index("FAIL"), "the root cause comes before the failures")
+        self.assertIn("test_train_loss", text[root_line:text.index("\n", root_line)], "consequences are named")
+        self.assertIn("root cause: this is the earliest divergence", report.outcome(suite, "test_rng_state").message)
+        loss = report.outcome(suite, "test_train_loss").message
+        self.assertIn("a consequence of the root cause: test_rng_state first diverges", loss.splitlines()[1])
+
+    def test_a_data_position_not_restored_points_at_the_data_module(self) -> None:
+        report, suite = self.run_mutant("datamodule_restarts_from_zero")
+        self.assertIn("root cause: test_train_inputs first diverges at optimizer step 5, micro-batch 0 (after the "
+                      "resume): the data position is not restored", report.format_text())
+        self.assertIn("conformance.ResumableDataModule", report.outcome(suite, "test_consumed_samples").message)
 
 
 def _empty_runs(cls: type) -> None:

@@ -27,10 +27,13 @@ MAX_PROBLEMS = 20
 
 @dataclass
 class CheckDetail:
-    """What a check measured, for reports: the leaf that came closest to its tolerance, and a summary line."""
+    """What a check measured, for reports: the leaf that came closest to its tolerance, a summary line, and when it
+    failed, the root cause of its suite's failures and whether this check is where it shows first."""
 
     worst: LeafStat | None = None
     summary: str = ""
+    cause: str = ""
+    is_root: bool = False
 
 
 class RankResult(Protocol):
@@ -97,5 +100,10 @@ class CheckAssertions:
     def note_detail(self, worst: LeafStat | None, summary: str) -> None:
         """Remember what the running check measured, for the report of the ``certify`` command."""
         type(self).check_details[self.check_name] = CheckDetail(worst, summary)
+
+    def note_cause(self, cause: str, *, is_root: bool) -> None:
+        """Remember the root cause of the suite's failures for the running (failing) check."""
+        detail = type(self).check_details.setdefault(self.check_name, CheckDetail())
+        detail.cause, detail.is_root = cause, is_root
 
 

@@ -5,11 +5,12 @@ touched) and relies on three details of ``unittest``, which pytest's unittest su
 ``TestCase.run`` itself:
 
 - ``TestCase.run`` reads ``__unittest_expecting_failure__`` from the test method (as ``@unittest.expectedFailure``
-  sets it): a failure then counts as an expected failure and a pass as an *unexpected success*, which makes
-  ``wasSuccessful()`` false under unittest and fails the test under pytest.
-- An expected-failure test that raises *any* exception counts as an expected failure. A check that crashes (not an
-  ``AssertionError``) must stay an error, so the copy clears ``self._outcome.expecting_failure`` before the crash
-  propagates (``_outcome`` is the ``unittest.case._Outcome`` of the running test; Python 3.4+).
+  sets it): a failure then counts as an expected failure.
+- An expected-failure test that raises *any* exception counts as an expected failure, and one that passes as a
+  bare "unexpected success" with no message. So the copy clears ``self._outcome.expecting_failure`` (``_outcome``
+  is the ``unittest.case._Outcome`` of the running test; Python 3.4+) when the check crashes, which stays an
+  error, and when it passes, raising :class:`UnexpectedSuccess`: every runner then shows a failure that says to
+  remove the entry from ``expected_failures``, and the certify report counts it as an unexpected success.
 - The reason is kept on the copy as ``expected_failure_reason``, so reports can show it.
 
 ``tests/test_expected_failures.py`` pins this behaviour under both runners.
@@ -21,7 +22,11 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["mark_expected_failures"]
+__all__ = ["UnexpectedSuccess", "mark_expected_failures"]
+
+
+class UnexpectedSuccess(AssertionError):
+    """A check listed in ``expected_failures`` passed: the entry is stale."""
 
 
 def mark_expected_failures(cls: type, checks: Mapping[str, Callable[..., None]],
@@ -47,8 +52,11 @@ def _expecting_failure(check: Callable[[Any], None], reason: str) -> Callable[[A
         except AssertionError as failure:
             raise AssertionError(f"expected failure ({reason}): {failure}") from failure
         except BaseException:
-            _count_as_error(self)
+            _not_expecting_failure(self)
             raise
+        _not_expecting_failure(self)
+        raise UnexpectedSuccess(f"unexpected success: {check.__name__} passed but expected_failures says it fails "
+                                f"({reason}); remove it from expected_failures")
 
     expected_to_fail.__unittest_expecting_failure__ = True  # type: ignore[attr-defined]
     expected_to_fail.expected_failure_reason = reason  # type: ignore[attr-defined]
@@ -59,8 +67,9 @@ def _is_marked(method: Any) -> bool:
     return hasattr(method, "expected_failure_reason")
 
 
-def _count_as_error(test: Any) -> None:
-    """Make unittest report a crash inside an expected-failure check as an error, not as the expected failure."""
+def _not_expecting_failure(test: Any) -> None:
+    """Make unittest report what the running check raises next as it is (a crash, a stale entry), not as the
+    expected failure."""
     outcome = getattr(test, "_outcome", None)
     if outcome is not None and hasattr(outcome, "expecting_failure"):
         outcome.expecting_failure = False

@@ -49,6 +49,12 @@ class StreamComparison:
         """True when the trajectory matches the uninterrupted run record for record."""
         return not (self.missing or self.extra or self.repeated or self.diverging)
 
+    def first_divergence(self) -> tuple[Key, str] | None:
+        """The earliest record that differs, is missing, extra or repeated, and on which side of the resume."""
+        found = [(key, segment) for key, segment, _ in self.diverging[:1]]
+        found += [(keys[0], AFTER) for keys in (self.missing, self.extra, self.repeated) if keys]
+        return min(found, default=None)
+
     def failure_message(self, check: str, limit: int = 10) -> str:
         """Where the runs first diverge, what differs there and by how much, and how many other records differ."""
         lines = [f"{check}: {self._headline()}"]

@@ -12,17 +12,18 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn
 
 import torch
 
 from conformance._text import indent
-from conformance.compare import compare
+from conformance.compare import ComparisonResult, compare
 from conformance.runs.callbacks import Interruption
 from conformance.runs.fit import OWNED_TRAINER_KWARGS, RunOutcome, fit_run
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
-from conformance.suites._trajectory import compare_stream, describe_key
+from conformance.suites._diagnosis import CAUSAL_ORDER, Divergence, root_cause
+from conformance.suites._trajectory import AFTER, StreamComparison, compare_stream, describe_key
 from conformance.training.records import Key, RecordStore
 
 __all__ = ["StopAndGoConformance"]
@@ -49,6 +50,9 @@ _HINTS = {
                   "the resume point",
     "final_weights": "the model has no weights",
 }
+
+#: Streams recorded per micro-batch (keyed by the global step before it), not after optimizer steps.
+_PER_MICRO_BATCH = frozenset({"rng_state", "train_inputs", "train_outputs", "train_loss"})
 
 #: The part of a record that must hold something for a comparison of the stream to mean anything (default: all).
 _CONTENT: dict[str, Callable[[Any], Any]] = {
@@ -91,6 +95,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     continuous: ClassVar[RunOutcome]
     interrupted: ClassVar[RunOutcome]
     resumed: ClassVar[RunOutcome]
+    _comparisons: ClassVar[dict[str, StreamComparison]]
+    _final_weights: ClassVar[ComparisonResult | None]
 
     @classmethod
     def settings_problems(cls) -> list[str]:
@@ -121,6 +127,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     @classmethod
     def prepare(cls) -> None:
         """Train the continuous, interrupted and resumed runs."""
+        cls._comparisons, cls._final_weights = {}, None
         checkpoint = cls._work_dir / "interrupted.ckpt"
         run = functools.partial(fit_run, cls, work_dir=cls._work_dir, max_steps=cls.num_steps, seed=cls.seed,
                                 trainer_defaults=cls.validation_schedule())
@@ -160,15 +167,15 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     def test_global_step(self) -> None:
         """Global step and epoch after every optimizer step."""
-        self._check_stream("global_step", resumed_from=self.stop_step + 1)
+        self._check_stream("global_step")
 
     def test_learning_rate(self) -> None:
         """Every param group's learning rate used by every optimizer step."""
-        self._check_stream("learning_rate", resumed_from=self.stop_step + 1)
+        self._check_stream("learning_rate")
 
     def test_consumed_samples(self) -> None:
         """The data module's consumed-samples count after every optimizer step."""
-        self._check_stream("consumed_samples", resumed_from=self.stop_step + 1)
+        self._check_stream("consumed_samples")
 
     def test_initial_consumed_samples(self) -> None:
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
@@ -187,53 +194,51 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     def test_optimizer_state(self) -> None:
         """Every optimizer's full state after every optimizer step."""
-        self._check_stream("optimizer_state", resumed_from=self.stop_step + 1)
+        self._check_stream("optimizer_state")
 
     def test_lr_scheduler_state(self) -> None:
         """Every LR scheduler's state after every optimizer step."""
-        self._check_stream("lr_scheduler_state", resumed_from=self.stop_step + 1)
+        self._check_stream("lr_scheduler_state")
 
     def test_rng_state(self) -> None:
         """Python, numpy, torch CPU and CUDA RNG states as every training_step starts (after all batch-start hooks)."""
-        self._check_stream("rng_state", resumed_from=self.stop_step)
+        self._check_stream("rng_state")
 
     def test_train_inputs(self) -> None:
         """Every training batch, in order."""
-        self._check_stream("train_inputs", resumed_from=self.stop_step)
+        self._check_stream("train_inputs")
 
     def test_train_outputs(self) -> None:
         """What the model's forward returned for every training batch."""
-        self._check_stream("train_outputs", resumed_from=self.stop_step)
+        self._check_stream("train_outputs")
 
     def test_train_loss(self) -> None:
         """The loss of every training batch."""
-        self._check_stream("train_loss", resumed_from=self.stop_step)
+        self._check_stream("train_loss")
 
     def test_valid_inputs(self) -> None:
         """Every validation batch of every validation run after the resume point, in order."""
-        self._check_validation("valid_inputs")
+        self._check_stream("valid_inputs")
 
     def test_valid_outputs(self) -> None:
         """What the model's forward returned for every validation batch."""
-        self._check_validation("valid_outputs")
+        self._check_stream("valid_outputs")
 
     def test_valid_loss(self) -> None:
         """The loss of every validation batch."""
-        self._check_validation("valid_loss")
+        self._check_stream("valid_loss")
 
     def test_final_weights(self) -> None:
         """The model's weights when training ends."""
         self._require_runs()
         key = (self.num_steps,)
-        expected = self._read_one(self.continuous, "final_weights", key)
-        if not has_content(expected):
+        if not has_content(self._read_one(self.continuous, "final_weights", key)):
             self.fail_check(f"nothing to compare: {_HINTS['final_weights']}")
-        result = compare(self._read_one(self.resumed, "final_weights", key), expected,
-                         **self.comparison_options(self.check_name))
+        result = self._final_weights_comparison()
         self.note_detail(result.worst, f"{result.leaves_compared} tensors compared")
         if not result.ok:
-            self.fail_check(f"the resumed run ends with different weights at {describe_key(key)}",
-                            detail=result.format(10))
+            self._fail_with_cause(f"{self.check_name}: the resumed run ends with different weights at "
+                                  f"{describe_key(key)}\n{indent(result.format(10))}")
 
     def test_checkpoint_contents(self) -> None:
         """The checkpoint loads with weights_only=True and holds the state the resume needs, equal to the run's."""
@@ -283,17 +288,10 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                                 f"consumed_samples={consumed}, found {saved!r}")
         return problems
 
-    def _check_validation(self, stream: str) -> None:
-        """A validation stream; the validation right after the stop step may be lost to the interruption."""
-        self._check_stream(stream, resumed_from=self.stop_step + 1, may_be_lost=lambda key: key[0] == self.stop_step)
-
-    def _check_stream(self, stream: str, *, resumed_from: int,
-                      may_be_lost: Callable[[Key], bool] = lambda key: False) -> None:
-        """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare.
-
-        ``resumed_from`` is the first key (global step) that the resumed run is responsible for.
-        """
+    def _check_stream(self, stream: str) -> None:
+        """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare."""
         self._require_runs()
+        resumed_from = self._resumed_from(stream)
         reference = self.continuous.records
         after_resume = [key for key in reference.keys(stream) if key[0] >= resumed_from]
         content = _CONTENT.get(stream, lambda value: value)
@@ -301,11 +299,60 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             hint = _HINTS.get(stream, "nothing was recorded")
             self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
                             f"uninterrupted run: {hint}")
-        outcome = compare_stream(stream, reference, self.interrupted.records, self.resumed.records,
-                                 options=self.comparison_options(self.check_name), may_be_lost=may_be_lost)
+        outcome = self._comparison(stream)
         self.note_detail(outcome.worst, f"{outcome.compared} records compared")
         if not outcome.ok:
-            raise AssertionError(outcome.failure_message(self.check_name))
+            self._fail_with_cause(outcome.failure_message(self.check_name))
+
+    def _resumed_from(self, stream: str) -> int:
+        """The first key (global step) of ``stream`` that the resumed run is responsible for."""
+        return self.stop_step if stream in _PER_MICRO_BATCH else self.stop_step + 1
+
+    def _comparison(self, stream: str) -> StreamComparison:
+        """``stream`` compared along the trajectory, once per class; a validation right after the stop step may be
+        lost to the interruption."""
+        cls = type(self)
+        if stream not in cls._comparisons:
+            lost = (lambda key: key[0] == self.stop_step) if stream.startswith("valid_") else (lambda key: False)
+            cls._comparisons[stream] = compare_stream(
+                stream, self.continuous.records, self.interrupted.records, self.resumed.records,
+                options=self.comparison_options(f"test_{stream}"), may_be_lost=lost)
+        return cls._comparisons[stream]
+
+    def _final_weights_comparison(self) -> ComparisonResult:
+        cls = type(self)
+        if cls._final_weights is None:
+            key = (self.num_steps,)
+            cls._final_weights = compare(self._read_one(self.resumed, "final_weights", key),
+                                         self._read_one(self.continuous, "final_weights", key),
+                                         **self.comparison_options("test_final_weights"))
+        return cls._final_weights
+
+    def _root_cause(self) -> Divergence | None:
+        """The earliest divergence over every recorded stream (the runs succeeded: the check failing asked)."""
+        divergences = []
+        for stream in CAUSAL_ORDER[:-1]:
+            first = self._comparison(stream).first_divergence() if self.continuous.records.keys(stream) else None
+            if first is not None:
+                divergences.append(Divergence(stream, *first))
+        final = (self.num_steps,)
+        recorded = all(final in run.records.keys("final_weights") for run in (self.continuous, self.resumed))
+        if recorded and not self._final_weights_comparison().ok:
+            divergences.append(Divergence("final_weights", final, AFTER))
+        return root_cause(divergences)
+
+    def _fail_with_cause(self, message: str) -> NoReturn:
+        """Fail with ``message``, saying right below its first line what the root cause of the class's failures is
+        and whether this check is where it shows first."""
+        root = self._root_cause()
+        if root is None:
+            raise AssertionError(message)
+        is_root = root.check == self.check_name
+        self.note_cause(root.describe(), is_root=is_root)
+        headline, _, rest = message.partition("\n")
+        cause = (f"  root cause: this is the earliest divergence of all streams; {root.describe()}" if is_root
+                 else f"  a consequence of the root cause: {root.describe()}")
+        raise AssertionError("\n".join(part for part in (headline, cause, rest) if part))
 
     def _require_runs(self, *runs: RunOutcome) -> None:
         """Fail the check unless the given runs (default: all three) succeeded."""
