@@ -5,6 +5,7 @@ Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this 
 
 from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close
 from conformance.errors import ConformanceSetupError, ElasticResumeRefused, PredictionReadError
+from conformance.predictions.manifest import write_rank_manifest
 from conformance.predictions.parquet_writer import ParquetPredictionWriter
 from conformance.predictions.reader import PredictionSet, read_predictions
 from conformance.predictions.writer import PredictionWriter
@@ -35,4 +36,5 @@ __all__ = [
     "capture_rng_state",
     "read_predictions",
     "restore_rng_state",
+    "write_rank_manifest",
 ]

@@ -90,6 +90,8 @@ class Report:
                 detail = outcome.describe_worst()
                 if outcome.status == EXPECTED_FAILURE:
                     detail = f"expected: {outcome.reason}"
+                elif outcome.status == SKIPPED:
+                    detail = outcome.message
                 elif outcome.status in _BAD:
                     detail = outcome.message.splitlines()[0] if outcome.message else detail
                 lines.append(f"  {_MARKS[outcome.status]:<6} {outcome.check:<32} {detail}")

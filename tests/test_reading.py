@@ -13,6 +13,7 @@ import torch
 from conformance import PredictionReadError, PredictionWriter, read_predictions
 from conformance.predictions.atomic import TEMP_PREFIX
 from conformance.predictions.formats import tensor_entry, tensor_file_format
+from conformance.predictions.reader import NoPredictionsFound
 from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import QuietLightning, in_id_order, predict, probe_model, temporary_folder
 
@@ -161,15 +162,19 @@ class TestReadErrors(QuietLightning, unittest.TestCase):
                 with self.assertRaisesRegex(PredictionReadError, rf"lacks \['{key}'\]: a rank manifest needs"):
                     read_predictions(self.folder)
 
-    def test_nothing_to_read_is_an_error_even_when_incomplete_is_allowed(self) -> None:
+    def test_nothing_to_read_is_an_error_or_a_warning_when_incomplete_is_allowed(self) -> None:
         empty = self.folder / "empty"
         empty.mkdir()
         (self.folder / "other").mkdir()
         (self.folder / "other" / "results.csv").write_text("a,b\n")
         for folder, phrase in [(empty, "the job wrote nothing yet"), (self.folder / "other", "another tool's"),
                                (self.folder.parent, "its sub-folders job hold some: pass one of them")]:
-            with self.subTest(folder=folder.name), self.assertRaisesRegex(PredictionReadError, phrase):
-                read_predictions(folder, allow_incomplete=True)
+            with self.subTest(folder=folder.name):
+                with self.assertRaisesRegex(PredictionReadError, phrase):
+                    read_predictions(folder)
+                with self.assertWarnsRegex(NoPredictionsFound, phrase):
+                    result = read_predictions(folder, allow_incomplete=True)
+                self.assertEqual((len(result.sample_ids), result.complete), (0, False))
 
     def test_dataloader_the_job_did_not_have_raises(self) -> None:
         with self.assertRaisesRegex(PredictionReadError, r"no dataloader 1 \(its ranks predicted dataloaders \[0\]\)"):

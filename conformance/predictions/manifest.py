@@ -21,7 +21,7 @@ from conformance.errors import PredictionReadError
 from conformance.predictions.atomic import atomic_write
 from conformance.predictions.file_names import MANIFEST_SUFFIX, PredictionFile, file_name
 
-__all__ = ["read_rank_manifest", "write_rank_manifest"]
+__all__ = ["rank_manifest_path", "read_rank_manifest", "write_rank_manifest"]
 
 _REQUIRED = ("dp_rank", "dp_size", "dataloaders")
 
@@ -38,10 +38,15 @@ def write_rank_manifest(output_dir: str | Path, *, global_rank: int, dp_rank: in
         raise ValueError(f"dataloaders {unsized} have no 'num_samples': give each its dataset size (None if unsized)")
     content = {**extra, "global_rank": global_rank, "dp_rank": dp_rank, "dp_size": dp_size,
                "dataloaders": {str(index): dict(entry) for index, entry in dataloaders.items()}}
-    path = Path(output_dir) / file_name(PredictionFile(global_rank, dp_rank, MANIFEST_SUFFIX))
+    path = rank_manifest_path(output_dir, global_rank, dp_rank)
     with atomic_write(path, fsync=fsync) as stream:
         stream.write(json.dumps(content, indent=1, sort_keys=True).encode())
     return path
+
+
+def rank_manifest_path(output_dir: str | Path, global_rank: int, dp_rank: int) -> Path:
+    """Where a rank's manifest lies."""
+    return Path(output_dir) / file_name(PredictionFile(global_rank, dp_rank, MANIFEST_SUFFIX))
 
 
 def read_rank_manifest(path: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from conformance.predictions.file_names import PredictionFile, is_subdir, parse_
 from conformance.predictions.formats import StoredPart, load_part
 from conformance.predictions.manifest import read_rank_manifest
 
-__all__ = ["PredictionSet", "find_prediction_files", "read_predictions"]
+__all__ = ["NoPredictionsFound", "PredictionSet", "find_prediction_files", "read_predictions"]
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,25 @@ def find_prediction_files(folder: Path) -> list[tuple[PredictionFile, Path]]:
     return found
 
 
+class NoPredictionsFound(UserWarning):
+    """``read_predictions(allow_incomplete=True)`` found no prediction file and no manifest at all."""
+
+
 def read_predictions(path: str | Path, *, dataloader_idx: int | None = None,
                      allow_incomplete: bool = False) -> PredictionSet:
     """The predictions in folder ``path`` in dataset order; raises :class:`PredictionReadError` when the folder is
-    incomplete (unless ``allow_incomplete``), holds missing or duplicated sample ids, or unreadable files."""
+    incomplete (unless ``allow_incomplete``), holds missing or duplicated sample ids, or unreadable files.
+
+    A folder without any prediction file or manifest raises too; with ``allow_incomplete`` (a job that may have
+    written nothing yet) it gives an empty result and a :class:`NoPredictionsFound` warning.
+    """
     folder = Path(path)
     files = find_prediction_files(folder)
-    if not files:
+    if not files and not allow_incomplete:
         raise PredictionReadError(_nothing_found(folder))
+    if not files:
+        warnings.warn(_nothing_found(folder), NoPredictionsFound, stacklevel=2)
+        return PredictionSet(torch.zeros(0, dtype=torch.int64), {}, dataloader_idx or 0, complete=False)
     manifests = {(file.rank, file.dp_rank): read_rank_manifest(p) for file, p in files if file.kind == "rank_manifest"}
     data_files = _chosen_data_files(files, dataloader_idx)
     loader = _single_dataloader(data_files, dataloader_idx, folder)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -22,8 +22,8 @@ from typing_extensions import override
 from conformance._wrapping import unwrap_method, wrap_method
 from conformance.predictions.atomic import atomic_write, is_temporary
 from conformance.predictions.collate import CollationDims, flatten_prediction, num_rows
-from conformance.predictions.file_names import MANIFEST_SUFFIX, PredictionFile, file_name, parse_file_name
-from conformance.predictions.manifest import write_rank_manifest
+from conformance.predictions.file_names import PredictionFile, file_name, parse_file_name
+from conformance.predictions.manifest import rank_manifest_path, write_rank_manifest
 from conformance.predictions.ranks import WriterRank, writer_rank
 from conformance.sample_ids import default_sample_ids, ids_as_list
 
@@ -45,6 +45,9 @@ class FlatBatch:
 
 class StreamingWriter(BasePredictionWriter):
     """Base of the kit's writers; see the module docstring for the contract of subclasses."""
+
+    #: Re-running a crashed job into the same folder completes it, skipping the batches already written.
+    supports_resume: ClassVar[bool] = True
 
     def __init__(self, output_dir: str | Path, *, sample_ids: SampleIds | None = None,
                  save_all_model_parallel_ranks: bool = False, batch_dim_key_defaults: dict[str, int] | None = None,
@@ -96,7 +99,7 @@ class StreamingWriter(BasePredictionWriter):
 
     @property
     def manifest_path(self) -> Path:
-        return self.output_dir / self.name(MANIFEST_SUFFIX)
+        return rank_manifest_path(self.output_dir, self.rank.global_rank, self.rank.dp_rank)
 
     def write_json(self, path: Path, content: dict[str, Any]) -> None:
         with atomic_write(path, fsync=self.fsync) as stream:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from conformance.errors import ConformanceSetupError
+
 __all__ = ["RankLog", "failure_text", "importable_name", "recipe_rank_main", "run_recipe_ranks"]
 
 
@@ -80,6 +82,9 @@ def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: 
     spec = json.loads(Path(sys.argv[1]).read_text())
     module_name, qualname = spec["recipe"].split(":")
     recipe = _resolve_name(importlib.import_module(module_name), qualname)
+    if recipe is None:
+        raise ConformanceSetupError(f"{qualname} is not defined when {module_name} is imported in a fresh process; "
+                                    "define the conformance class at module level, not in a function or at run time")
     log = run_rank(recipe, plan_type(**spec["plan"]), spec["rank"])
     Path(spec["output"]).write_text(json.dumps(dataclasses.asdict(log)))
 

@@ -27,13 +27,17 @@ class WriterCapabilities:
     #: ``writer.dims``: which dim of each key is the batch dim and the sequence dim, used to line up in-memory
     #: predictions with what was read back (default: :class:`CollationDims`'s defaults).
     dims: CollationDims
+    #: ``writer.supports_resume``: re-running a crashed job into the same folder completes it without predicting
+    #: finished batches again. False skips ``test_resume_after_crash``; True or undeclared (None) is checked.
+    supports_resume: bool | None
 
     @classmethod
     def of(cls, writer: Any) -> WriterCapabilities:
         """Read the capabilities of ``writer``."""
         dims = getattr(writer, "dims", None)
+        resumes = getattr(writer, "supports_resume", None)
         return cls(type(writer).__qualname__, callable(getattr(writer, "replace", None)),
-                   dims if isinstance(dims, CollationDims) else CollationDims())
+                   dims if isinstance(dims, CollationDims) else CollationDims(), None if resumes is None else bool(resumes))
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,9 @@ def _stored_batch_problems(file: PredictionFile, path: Path) -> list[str]:
         return [*problems, str(exc)]
     if not isinstance(part.batch_idx, torch.Tensor):
         return [*problems, f"{path} stores no batch_idx tensor: rows cannot be traced back to their batch"]
-    if file.kind == "batch" and part.batch_idx.tolist() != [file.batch_idx]:
-        return [*problems, f"{path} is named batch {file.batch_idx} but stores batch_idx {part.batch_idx.tolist()}"]
+    stored = sorted(set(part.batch_idx.reshape(-1).tolist()))
+    if file.kind == "batch" and stored != [file.batch_idx]:  # a scalar, [b], or b once per row
+        return [*problems, f"{path} is named batch {file.batch_idx} but its batch_idx holds {stored}"]
     return problems
 
 

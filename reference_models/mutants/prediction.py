@@ -170,7 +170,7 @@ PREDICTION_MUTANTS: tuple[Mutant, ...] = (
            kills={"test_memory_flat": "the writer keeps predictions in memory"},
            may_also_fail=frozenset({"test_exception_leaves_valid_output", "test_resume_after_crash"})),
     Mutant("ranks_share_file_names", "two ranks write the same file names", Mutant_ranks_share_file_names,
-           kills={"test_every_sample_exactly_once": "of 2 did not finish",  # the rank whose manifest was overwritten
+           kills={"test_every_sample_exactly_once": "samples have no prediction",  # overwritten by the other rank
                   "test_file_layout": "no data file carries rank 1"}),
     Mutant("running_offset_ids", "rows numbered by a running offset per rank", Mutant_running_offset_ids,
            kills={"test_every_sample_exactly_once": "were written more than once"},
