@@ -19,6 +19,8 @@ def _mutant_name(function, index, params) -> str:
 class TestStopAndGoMutants(unittest.TestCase):
     @parameterized.expand([(mutant,) for mutant in STOP_AND_GO_MUTANTS], name_func=_mutant_name)
     def test_killed(self, mutant: Mutant) -> None:
+        if mutant.harmless_here():
+            self.skipTest(mutant.harmless_here())
         report = run_classes([mutant.conformance_class])
         self.assertEqual(set(report.statuses()), set(StopAndGoConformance.check_names()), "every check ran once")
         self.assertEqual(mutant.problems(report), [])
