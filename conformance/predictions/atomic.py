@@ -7,12 +7,13 @@ truncated. Leftover temporary files are recognisable by :data:`TEMP_PREFIX` and 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["TEMP_PREFIX", "atomic_write", "is_temporary"]
+__all__ = ["TEMP_PREFIX", "atomic_write", "is_temporary", "write_json"]
 
 #: Name prefix of files that are still being written.
 TEMP_PREFIX = ".tmp-"
@@ -42,3 +43,9 @@ def atomic_write(target: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, content: Any, *, fsync: bool = False) -> None:
+    """Write ``content`` as indented, key-sorted JSON to ``path`` atomically (the kit's manifests)."""
+    with atomic_write(path, fsync=fsync) as stream:
+        stream.write(json.dumps(content, indent=1, sort_keys=True).encode())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import PredictionReadError
-from conformance.predictions.atomic import atomic_write
+from conformance.predictions.atomic import write_json
 from conformance.predictions.file_names import MANIFEST_SUFFIX, PredictionFile, file_name
 
 __all__ = ["rank_manifest_path", "read_rank_manifest", "write_rank_manifest"]
@@ -39,8 +39,7 @@ def write_rank_manifest(output_dir: str | Path, *, global_rank: int, dp_rank: in
     content = {**extra, "global_rank": global_rank, "dp_rank": dp_rank, "dp_size": dp_size,
                "dataloaders": {str(index): dict(entry) for index, entry in dataloaders.items()}}
     path = rank_manifest_path(output_dir, global_rank, dp_rank)
-    with atomic_write(path, fsync=fsync) as stream:
-        stream.write(json.dumps(content, indent=1, sort_keys=True).encode())
+    write_json(path, content, fsync=fsync)
     return path
 
 

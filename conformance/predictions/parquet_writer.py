@@ -17,7 +17,7 @@ from typing import Any
 
 from typing_extensions import override
 
-from conformance.predictions.atomic import TEMP_PREFIX
+from conformance.predictions.atomic import TEMP_PREFIX, write_json
 from conformance.predictions.file_names import parse_file_name
 from conformance.predictions.formats.parquet import (
     FORMAT,
@@ -139,11 +139,11 @@ class ParquetPredictionWriter(StreamingWriter):
                 os.fsync(written.fileno())
         os.replace(shard.temporary, shard.path)
         low, high = shard.ids if shard.ids is not None else (None, None)
-        self.write_json(shard_manifest_path(shard.path), {
+        write_json(shard_manifest_path(shard.path), {
             "shard": shard.path.name, "rows": shard.rows, "min_sample_id": low, "max_sample_id": high,
             "batches": shard.batches, "dataloader_idx": dataloader_idx, "schema": shard.schema.to_string(),
             "crc32": file_crc32(shard.path), "complete": complete, "interrupted_by": reason,
-        })
+        }, fsync=self.fsync)
 
     def _write_empty_shard(self) -> None:
         """An empty dataset still gives a valid, zero-row shard with the id columns."""

@@ -8,7 +8,6 @@ batch, so it never buffers predictions itself (its epoch interval keeps every pr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
 from conformance._wrapping import unwrap_method, wrap_method
-from conformance.predictions.atomic import atomic_write, is_temporary
+from conformance.predictions.atomic import is_temporary
 from conformance.predictions.collate import CollationDims, flatten_prediction, num_rows
 from conformance.predictions.file_names import PredictionFile, file_name, parse_file_name
 from conformance.predictions.manifest import rank_manifest_path, write_rank_manifest
@@ -100,10 +99,6 @@ class StreamingWriter(BasePredictionWriter):
     @property
     def manifest_path(self) -> Path:
         return rank_manifest_path(self.output_dir, self.rank.global_rank, self.rank.dp_rank)
-
-    def write_json(self, path: Path, content: dict[str, Any]) -> None:
-        with atomic_write(path, fsync=self.fsync) as stream:
-            stream.write(json.dumps(content, indent=1, sort_keys=True).encode())
 
     # --- Lightning hooks ---------------------------------------------------------------------------------------
     @override

@@ -135,6 +135,11 @@ class ConformanceSuite(CheckAssertions):
         _raise_if_any(cls.recipe_problems(), f"{cls.__qualname__}'s hooks return what the kit cannot run")
 
     @classmethod
+    def datamodule_problems(cls, datamodule: Any) -> list[str]:
+        """Problems with what ``make_datamodule()`` built (suites that need more of it say so)."""
+        return resumable_datamodule_problems(datamodule)
+
+    @classmethod
     def recipe_problems(cls) -> list[str]:
         """Problems with what the hooks return, found by calling them (suites add theirs)."""
         kwargs = cls.trainer_kwargs()
@@ -146,7 +151,7 @@ class ConformanceSuite(CheckAssertions):
             found, datamodule = built_object_problems("make_datamodule()", cls.make_datamodule, pl.LightningDataModule, (
                 "return a lightning.pytorch.LightningDataModule that builds the loaders (its state_dict is what a "
                 "checkpoint keeps of the data position)"))
-            problems += found or resumable_datamodule_problems(datamodule)
+            problems += found or cls.datamodule_problems(datamodule)
         return problems + callback_list_problems(cls.make_callbacks)
 
     @classmethod

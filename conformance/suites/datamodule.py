@@ -83,10 +83,9 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         return []
 
     @classmethod
-    def recipe_problems(cls) -> list[str]:
+    def datamodule_problems(cls, datamodule: Any) -> list[str]:
         """The data module needs Megatron-style batch sizes whose global batch splits over the two-rank runs."""
-        problems = super().recipe_problems()
-        return problems or batch_size_problems(cls.make_datamodule(), divisible_by_ranks=2)
+        return batch_size_problems(datamodule, divisible_by_ranks=2)
 
     @classmethod
     def prepare(cls) -> None:
