@@ -6,7 +6,9 @@ Each class is what a model author writes in their own repo: hooks, settings, mix
 from __future__ import annotations
 
 import unittest
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import lightning
 
@@ -18,7 +20,14 @@ from conformance import (
     StopAndGoConformance,
 )
 from reference_models.data import SyntheticDataModule
-from reference_models.recipes import BERTRecipe, GPTRecipe, PredictionRecipe, StepSeededGPTRecipe
+from reference_models.recipes import (
+    BERTRecipe,
+    DDPGPTRecipe,
+    ElasticGPTRecipe,
+    GPTRecipe,
+    PredictionRecipe,
+    StepSeededGPTRecipe,
+)
 
 #: Lightning < 2.5 restores a checkpoint saved in ``on_train_batch_end`` (where ``ModelCheckpoint`` saves every
 #: n steps) one batch early: its batch-progress "completed" counter lags the batch that was just trained, so after
@@ -69,6 +78,44 @@ class TestStepSeededGPTStopAndGo(StepSeededGPTRecipe, StopAndGoConformance, unit
 
     num_steps = 8
     stop_step = 4
+    expected_failures = _broken_by_old_lightning(*_DRIFT)
+
+
+class TestTinyGPTDDPStopAndGo(DDPGPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """GPT on 2 DDP ranks with per-rank dropout, 2 micro-batches per rank and step; every rank process is killed by
+    SIGKILL right after the checkpoint of step 3, and the resume starts in fresh processes."""
+
+    num_steps = 6
+    stop_step = 3
+    interruption = "kill"
+    datamodule_kwargs: ClassVar[Mapping[str, Any]] = {"global_batch_size": 16}
+    expected_failures = _broken_by_old_lightning(*_DRIFT)
+
+
+class TestStepSeededGPTDDPStopAndGo(StepSeededGPTRecipe, DDPGPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """GPT on 2 DDP ranks reseeding from (global step, micro-batch, rank) in its own hook; crash after step 4."""
+
+    num_steps = 7
+    stop_step = 4
+    expected_failures = _broken_by_old_lightning(*_DRIFT)
+
+
+class TestGPTElasticResumeTwoToOne(ElasticGPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """GPT on 2 DDP ranks, dropout off; the checkpoint of step 3 also resumes on 1 rank with twice the accumulation."""
+
+    num_steps = 6
+    stop_step = 3
+    elastic_resume_world_sizes = (1,)
+    expected_failures = _broken_by_old_lightning("test_elastic_resume")
+
+
+class TestGPTElasticResumeOneToTwo(ElasticGPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """GPT on 1 rank, dropout off, 2 micro-batches per step; the checkpoint of step 3 also resumes on 2 DDP ranks."""
+
+    ranks = 1
+    num_steps = 6
+    stop_step = 3
+    elastic_resume_world_sizes = (2,)
     expected_failures = _broken_by_old_lightning(*_DRIFT)
 
 

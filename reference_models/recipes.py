@@ -18,6 +18,7 @@ from reference_models.bert import TinyBERT
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
 from reference_models.prediction_data import PredictionDataModule
+from reference_models.transformer import TransformerConfig
 
 
 class GPTRecipe:
@@ -51,15 +52,20 @@ class GPTRecipe:
 
 class StepSeededGPT(TinyGPT):
     """Draws its randomness from the training position, Megatron style: its own ``on_train_batch_start`` reseeds
-    python, numpy and torch from (seed, global step, micro-batch), so a checkpoint needs no RNG state."""
+    python, numpy and torch from (seed, global step, micro-batch, rank), so a checkpoint needs no RNG state."""
 
     def __init__(self, seed: int = 31, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.seed = seed
 
+    def seed_rank(self) -> int:
+        """The rank whose random stream this process draws."""
+        return self.global_rank
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         micro_batch = batch_idx % self.trainer.accumulate_grad_batches
-        seed = (self.seed * 1_000_003 + self.trainer.global_step * 1_009 + micro_batch) % 2**32
+        position = self.trainer.global_step * 1_009 + micro_batch + self.seed_rank() * 7_919_000
+        seed = (self.seed * 1_000_003 + position) % 2**32
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -73,6 +79,39 @@ class StepSeededGPTRecipe(GPTRecipe):
     @classmethod
     def make_callbacks(cls) -> list[pl.Callback]:
         return []
+
+
+class PerRankDropoutGPT(TinyGPT):
+    """Draws different dropout masks on every data-parallel rank: when fitting starts, it offsets torch's seed by
+    its rank (a resumed run gets its streams back from RNGStateCallback at its first batch)."""
+
+    def on_fit_start(self) -> None:
+        torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+
+class DDPGPTRecipe(GPTRecipe):
+    """The GPT recipe on 2 CPU ranks with DDP over gloo: each rank draws its own dropout, RNGStateCallback keeps
+    every rank's stream, the data module gives each rank its slice of every global batch."""
+
+    model_class: type[pl.LightningModule] = PerRankDropoutGPT
+    ranks: ClassVar[int] = 2
+
+    @classmethod
+    def trainer_kwargs(cls) -> dict[str, Any]:
+        datamodule = cls.make_datamodule()
+        accumulation = datamodule.global_batch_size // (datamodule.micro_batch_size * cls.ranks)
+        return {"devices": cls.ranks, "strategy": "ddp", "use_distributed_sampler": False,
+                "accumulate_grad_batches": accumulation, "val_check_interval": accumulation, "limit_val_batches": 2}
+
+
+class ElasticGPTRecipe(StepSeededGPTRecipe, DDPGPTRecipe):
+    """The step-seeded DDP GPT recipe with dropout off: a per-rank random stream cannot carry over to another number
+    of ranks, so a recipe resuming elastically draws nothing random that depends on the rank layout (or accepts new
+    randomness and sets a tolerance for it). Its reseeding keeps the RNG state exact on a same-size resume."""
+
+    @classmethod
+    def make_model(cls) -> pl.LightningModule:
+        return StepSeededGPT(config=TransformerConfig(dropout=0.0))
 
 
 class BERTRecipe(GPTRecipe):

@@ -14,7 +14,9 @@ from reference_models.data import SyntheticDataModule, SyntheticTokens
 
 
 class ShardServerDownOnTwoRanks(SyntheticDataModule):
-    """Declares no elastic resume (as ResumableDataModule does) and fails on two ranks for an unrelated reason."""
+    """Declares no elastic resume and fails on two ranks for an unrelated reason."""
+
+    supports_elastic_resume = False
 
     def train_dataloader(self) -> DataLoader:
         if resolve_data_parallel(self.trainer)[1] == 2:
@@ -26,6 +28,12 @@ class UndeclaredButRefusing(SyntheticDataModule):
     """Refuses another world size (ResumableDataModule's refusal) without declaring supports_elastic_resume."""
 
     supports_elastic_resume = None
+
+
+class DeclaredRefusal(SyntheticDataModule):
+    """Declares that it does not resume on another world size, and refuses with ElasticResumeRefused."""
+
+    supports_elastic_resume = False
 
 
 class CountsDrawnSamples(SyntheticDataModule):
@@ -62,4 +70,5 @@ def _suite(name: str, datamodule_class: type) -> type[unittest.TestCase]:
 Unrelated = _suite("Unrelated", ShardServerDownOnTwoRanks)
 Undeclared = _suite("Undeclared", UndeclaredButRefusing)
 DrawCounting = _suite("DrawCounting", CountsDrawnSamples)
+Refusing = _suite("Refusing", DeclaredRefusal)
 Correct = _suite("Correct", SyntheticDataModule)

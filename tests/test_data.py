@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loops.progress import _BatchProgress
 
-from conformance import ConsumedSamplesBatchSampler, ResumableDataModule
+from conformance import ConsumedSamplesBatchSampler, ElasticResumeRefused, ResumableDataModule
 from reference_models.data import SyntheticDataModule, SyntheticTokens
 
 
@@ -129,14 +130,30 @@ class TestResumableDataModule(unittest.TestCase):
         datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8})
         self.assertEqual(next(iter(datamodule.val_dataloader()))["idx"].tolist(), [0, 1, 2, 3])
 
-    def test_resuming_on_another_data_parallel_size_is_refused_clearly(self) -> None:
+    def test_resuming_on_fewer_ranks_translates_lightnings_position_in_the_epoch(self) -> None:
+        """Saved on 2 ranks after 3 steps of one micro-batch per rank, resumed on 1 rank (2 micro-batches a step):
+        Lightning's counters say 3 micro-batches (the last not yet completed, as saved in on_train_batch_end)."""
         datamodule = SyntheticDataModule()
+        trainer = self.attach(datamodule, 3)
+        progress = _BatchProgress()
+        for counts in (progress.current, progress.total):
+            counts.ready = counts.started = counts.processed = 3
+            counts.completed = 2
+        trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        datamodule.load_state_dict({"consumed_samples": 24, "global_batch_size": 8, "data_parallel_size": 2})
+        loader = datamodule.train_dataloader()
+        self.assertEqual(next(iter(loader))["idx"].tolist(), loader.batch_sampler.epoch_order(0)[24:28].tolist())
+        for counts in (progress.current, progress.total):
+            self.assertEqual((counts.ready, counts.started, counts.processed, counts.completed), (6, 6, 6, 5))
+
+    def test_a_data_module_declaring_no_elastic_resume_refuses_another_data_parallel_size(self) -> None:
+        datamodule = type("Inelastic", (SyntheticDataModule,), {"supports_elastic_resume": False})()
         self.attach(datamodule, 4)
         datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8, "data_parallel_size": 2})
-        with self.assertRaises(ValueError) as caught:
+        with self.assertRaises(ElasticResumeRefused) as caught:
             datamodule.train_dataloader()
         self.assertIn("saved on 2 data-parallel rank(s) and this run has 1", str(caught.exception))
-        self.assertFalse(SyntheticDataModule.supports_elastic_resume)
+        self.assertTrue(SyntheticDataModule.supports_elastic_resume, "translated: see test_elastic_resume")
 
     def test_state_saved_with_another_global_batch_size_is_refused(self) -> None:
         with self.assertRaises(ValueError) as caught:

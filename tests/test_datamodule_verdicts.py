@@ -32,7 +32,12 @@ class TestElasticResume(unittest.TestCase):
         self.assertIn("does not declare supports_elastic_resume = False", result.message)
 
     def test_the_declared_refusal_passes(self) -> None:
-        self.assertEqual(outcome(outside.Correct, "test_elastic_resume").status, "passed")
+        self.assertEqual(outcome(outside.Refusing, "test_elastic_resume").status, "passed")
+
+    def test_a_resumable_data_module_resumes_on_another_world_size(self) -> None:
+        result = outcome(outside.Correct, "test_elastic_resume")
+        self.assertEqual(result.status, "passed")
+        self.assertIn("2 -> 1 and 1 -> 2 ranks keep the global stream", result.summary)
 
 
 @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, "Lightning < 2.5 resumes one micro-batch early")

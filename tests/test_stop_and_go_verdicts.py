@@ -31,7 +31,9 @@ class LongEpochRecipe(GPTRecipe):
 
 
 def conformance_class(recipe: type, name: str, **attributes: Any) -> type[unittest.TestCase]:
-    return type(name, (recipe, StopAndGoConformance, unittest.TestCase), {"__qualname__": name, **attributes})
+    """A conformance class made in a test, so not importable by fresh processes: its runs stay in this process."""
+    return type(name, (recipe, StopAndGoConformance, unittest.TestCase),
+                {"__qualname__": name, "resume_in_fresh_process": False, **attributes})
 
 
 class TestValidationSchedule(unittest.TestCase):
@@ -73,8 +75,8 @@ class TestNothingComparedFailsClosed(unittest.TestCase):
         report = run_classes([conformance_class(GPTRecipe, "EmptyRecords", prepare=classmethod(_empty_runs))])
         statuses = report.statuses()
         self.assertEqual(set(statuses), set(StopAndGoConformance.check_names()))
-        self.assertEqual({check: status for check, status in statuses.items() if status != "failed"}, {},
-                         report.format_text())
+        self.assertEqual({check: status for check, status in statuses.items() if status != "failed"},
+                         {"test_elastic_resume": "skipped"}, report.format_text())
 
 
 class TestRootCause(unittest.TestCase):
@@ -110,7 +112,7 @@ def _empty_runs(cls: type) -> None:
     runs = {}
     for name, first, last in (("continuous", 1, cls.num_steps), ("interrupted", 1, cls.stop_step),
                               ("resumed", cls.stop_step + 1, cls.num_steps)):
-        store = RecordStore(cls._work_dir / name)
+        store = RecordStore(cls._work_dir / name / "rank0")
         store.write("start", (first - 1,), {"global_step": first - 1, "consumed_samples": None,
                                             "datamodule_class": None})
         store.write("initial_weights", (first - 1,), {})
@@ -122,8 +124,9 @@ def _empty_runs(cls: type) -> None:
             for stream, value in empty_validation.items():
                 store.write(stream, (step, 0, 0, 0), value)
         store.write("final_weights", (last,), {"weight": torch.zeros(0)})
-        runs[name] = RunOutcome(name, store, None, 0.0)
+        runs[name] = [RunOutcome(name, store, None, 0.0)]
     cls.continuous, cls.interrupted, cls.resumed = runs["continuous"], runs["interrupted"], runs["resumed"]
+    cls.elastic = {}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from conformance import (
     StopAndGoConformance,
 )
 from conformance.report import run_classes
+from reference_models import certify
 from reference_models.data import SyntheticDataModule, SyntheticTokens
 from reference_models.gpt import TinyGPT
 from reference_models.recipes import GPTRecipe, PredictionRecipe
@@ -61,12 +62,26 @@ class TestSettingsValidation(unittest.TestCase):
             ({"num_steps": 4, "stop_step": 4}, "1 <= stop_step < num_steps = 4"),
             ({"num_steps": 4, "stop_step": 0}, "1 <= stop_step < num_steps = 4"),
             ({"num_steps": 1}, "num_steps must be an int >= 2"),
-            ({"interruption": "sigterm"}, "interruption must be 'clean' or 'crash'"),
+            ({"interruption": "sigterm"}, "interruption must be 'clean', 'crash' or 'kill'"),
+            ({"interruption": "kill", "resume_in_fresh_process": False}, "needs resume_in_fresh_process = True"),
+            ({"trainer_kwargs": classmethod(lambda cls: {"devices": "auto", "accelerator": "gpu"})},
+             "sets devices='auto'; conformance runs need to know how many rank processes to launch"),
+            ({"trainer_kwargs": classmethod(lambda cls: {"devices": 2, "num_nodes": 2})},
+             "sets num_nodes=2; conformance runs launch every rank on this machine"),
+            ({}, ("Bad: its runs start fresh processes that import tests.test_suite_setup.Bad, but it cannot be "
+                  "imported by that name")),
             ({"trainer_kwargs": classmethod(lambda cls: {"max_steps": 3})}, "trainer_kwargs() sets ['max_steps']"),
         ]:
             with self.subTest(settings=settings):
                 cls = type("Bad", (GPTRecipe, StopAndGoConformance, unittest.TestCase), dict(settings))
                 self.assertSetupError(cls, phrase)
+
+    def test_a_multi_rank_recipe_must_leave_data_parallel_sampling_to_its_resumable_data_module(self) -> None:
+        cls = type("NoSamplerSetting", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {
+            "trainer_kwargs": classmethod(lambda cls: {"devices": 2, "strategy": "ddp"})})
+        with self.assertRaisesRegex(ConformanceSetupError, r"SyntheticDataModule is a ResumableDataModule, which gives "
+                                                           r"every data-parallel rank its slice .* use_distributed_sampler=False"):
+            cls.validate_recipe()
 
     def test_tolerances_are_validated(self) -> None:
         for tolerances, phrase in [
@@ -87,7 +102,10 @@ class TestSettingsValidation(unittest.TestCase):
         self.assertIn("hook 'make_model' is missing", outcome.message)
 
     def test_valid_settings_pass(self) -> None:
-        type("Fine", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {}).validate_settings()
+        type("Fine", (GPTRecipe, StopAndGoConformance, unittest.TestCase),
+             {"resume_in_fresh_process": False}).validate_settings()
+        certify.TestTinyGPTDDPStopAndGo.validate_settings()  # module level: its fresh processes can import it
+        certify.TestTinyGPTDDPStopAndGo.validate_recipe()
 
     def test_per_check_tolerances_reach_the_comparator(self) -> None:
         cls = type("Tolerant", (GPTRecipe, StopAndGoConformance, unittest.TestCase),
@@ -121,7 +139,7 @@ class TestRecipeMistakesAreOneSetupError(unittest.TestCase):
 
     def recipe(self, base: type = GPTRecipe, suite: type = StopAndGoConformance, **hooks: object) -> type:
         wrapped = {name: classmethod(hook) for name, hook in hooks.items()}
-        return type("Mistaken", (base, suite, unittest.TestCase), wrapped)
+        return type("Mistaken", (base, suite, unittest.TestCase), {**wrapped, "resume_in_fresh_process": False})
 
     def test_mixin_listed_after_test_case(self) -> None:
         with self.assertRaisesRegex(ConformanceSetupError, r"class Late\(TestCase, GPTRecipe, StopAndGoConformance\) "

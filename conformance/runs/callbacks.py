@@ -3,13 +3,16 @@ progress. None of them changes what the recipe computes."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import lightning.pytorch as pl
 from typing_extensions import override
+
+from conformance.runs.processes import PROGRESS_FD_ENV, exit_by_signal_as_planned
 
 __all__ = ["InterruptAfterStep", "Interruption", "ProgressPrinter", "SimulatedPreemption", "StallGuard"]
 
@@ -20,10 +23,11 @@ class SimulatedPreemption(RuntimeError):
 
 @dataclass(frozen=True)
 class Interruption:
-    """Stop a run right after optimizer step ``step``: save ``checkpoint``, then stop cleanly or crash."""
+    """Stop a run right after optimizer step ``step``: save ``checkpoint``, then stop cleanly (``clean``), raise
+    (``crash``) or have the process killed by SIGKILL (``kill``, kit-launched rank processes only)."""
 
     step: int
-    style: Literal["clean", "crash"]
+    style: Literal["clean", "crash", "kill"]
     checkpoint: Path
 
 
@@ -46,6 +50,8 @@ class InterruptAfterStep(pl.Callback):
         if not stepped or trainer.global_step != self.interruption.step:
             return
         trainer.save_checkpoint(self.interruption.checkpoint)
+        if self.interruption.style == "kill":
+            exit_by_signal_as_planned()
         if self.interruption.style == "crash":
             raise SimulatedPreemption(f"simulated preemption after optimizer step {self.interruption.step}")
         trainer.should_stop = True
@@ -78,20 +84,22 @@ class StallGuard(pl.Callback):
 
 
 class ProgressPrinter(pl.Callback):
-    """One line per optimizer step on stderr, for the ``certify`` command."""
+    """One line per optimizer step on stderr (the launching process's, in a rank process), for ``certify``."""
 
     def __init__(self, label: str, max_steps: int) -> None:
         self.label = label
         self.max_steps = max_steps
         self._shown = -1
+        fd = os.environ.get(PROGRESS_FD_ENV)
+        self._stream: TextIO = os.fdopen(int(fd), "w", closefd=False) if fd else sys.stderr
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.global_step != self._shown:
             self._shown = trainer.global_step
-            print(f"\r  {self.label}: step {self._shown}/{self.max_steps}", end="", file=sys.stderr, flush=True)
+            print(f"\r  {self.label}: step {self._shown}/{self.max_steps}", end="", file=self._stream, flush=True)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        print(file=sys.stderr, flush=True)
+        print(file=self._stream, flush=True)

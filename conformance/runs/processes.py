@@ -1,8 +1,15 @@
-"""Run one rank of a run per fresh Python process, joined by torch.distributed's env:// rendezvous (gloo).
+"""Run one rank of a run per fresh Python process, joined by torch.distributed's env:// rendezvous.
 
 The parent writes each rank a JSON spec and starts ``python -m MODULE SPEC``; the module's ``__main__`` calls
-:func:`recipe_rank_main`, which imports the recipe class by name, runs the rank and writes its log as JSON. A rank
-that dies (a signal, a crash) is reported with its exit code and the tail of its output instead of a log.
+:func:`recipe_rank_main`, which imports the recipe class by name, runs the rank and writes its log as JSON. Ranks
+get torchelastic-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), so
+Lightning joins them with its own environment and never re-executes the test command.
+
+The launcher cannot hang or leak: it polls every rank; on the first failure, or at the deadline, it kills the
+others (with their process groups: loader workers too) and reports every rank's exit code and the tail of its
+output, which goes to a file, never a pipe that could fill. Processes get a short process-group timeout
+(:data:`PROCESS_GROUP_TIMEOUT_ENV`), a master port drawn outside the ephemeral range (retried if taken), and the
+temporary folder is removed only once every child is gone.
 """
 
 from __future__ import annotations
@@ -11,19 +18,37 @@ import dataclasses
 import importlib
 import json
 import os
+import random
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from conformance.errors import ConformanceSetupError
 
-__all__ = ["RankLog", "failure_text", "importable_name", "recipe_rank_main", "run_recipe_ranks"]
+__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RankJob", "RankLog", "exit_by_signal_as_planned", "failure_text",
+           "finish_jobs", "importable_name", "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
+
+#: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
+PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
+_DEFAULT_PROCESS_GROUP_TIMEOUT = 60.0
+#: Where a rank that ends itself by a signal on purpose leaves a note first (see exit_by_signal_as_planned).
+_PLANNED_EXIT_ENV = "CONFORMANCE_PLANNED_EXIT_FILE"
+#: The file descriptor on which a rank process may show progress (the parent's stderr; otherwise output is a file).
+PROGRESS_FD_ENV = "CONFORMANCE_PROGRESS_FD"
+#: A failed rank's report shows this much of the end of its output.
+OUTPUT_TAIL_CHARS = 4000
+_PORT_ATTEMPTS = 3
+#: Its own generator: drawing a port must not move the global RNG of a run in this process.
+_PORTS = random.SystemRandom()
 
 
 @dataclass
@@ -35,9 +60,12 @@ class RankLog:
     #: The qualified names of the error's class and its bases, so checks can tell a documented error from others.
     error_types: list[str] = field(default_factory=list)
     killed_by_signal: int | None = None
+    #: When the error was caught (seconds since the epoch: comparable between the ranks of one machine).
+    failed_at: float | None = None
 
     def record_failure(self, exc: BaseException) -> None:
         """Keep ``exc``, raised by the rank's run (call it inside the ``except`` block)."""
+        self.failed_at = time.time()
         self.error = failure_text(exc)
         self.error_types = [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
 
@@ -47,34 +75,212 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
+def process_group_timeout() -> float:
+    """Seconds a collective may wait in a kit-launched rank (the launcher sets it; 60 s elsewhere)."""
+    return float(os.environ.get(PROCESS_GROUP_TIMEOUT_ENV, _DEFAULT_PROCESS_GROUP_TIMEOUT))
+
+
+def exit_by_signal_as_planned(signum: int = signal.SIGKILL) -> NoReturn:
+    """End this rank process at once by ``signum``, as a preempted job dies, noting first that it was planned."""
+    planned = os.environ.get(_PLANNED_EXIT_ENV)
+    if planned is None:
+        raise RuntimeError("exit_by_signal_as_planned() is for kit-launched rank processes only")
+    Path(planned).write_text(str(signum))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signum)
+    raise AssertionError("unreachable: the process was signalled")
+
+
 Log = TypeVar("Log", bound=RankLog)
 Plan = TypeVar("Plan")
 
 
 @dataclass(frozen=True)
-class _RankProcess:
-    """How one rank's process ended: its exit code, output tail and JSON result (None if it wrote none)."""
+class RankExit:
+    """How one rank's process ended: its exit code, output tail, JSON result (None if it wrote none), whether it
+    ended itself by a signal as planned, and why the kit stopped it (None if it ended on its own)."""
 
     rank: int
     returncode: int
     output: str
     result: dict[str, Any] | None
+    planned: bool
+    stopped_by_kit: str | None
+
+    def as_log(self, log_type: type[Log]) -> Log:
+        """The rank's log: its own if it wrote one, else one that says how the process ended."""
+        if self.result is not None:
+            return log_type(**self.result)
+        signum = -self.returncode if self.returncode < 0 else None
+        if self.planned:
+            return log_type(rank=self.rank, killed_by_signal=signum)
+        how = self.stopped_by_kit or f"exited with {_describe_exit(self.returncode)} and wrote no log"
+        return log_type(rank=self.rank, killed_by_signal=signum,
+                        error=f"rank {self.rank} {how}; the end of its output:\n{self.output}")
+
+
+class RankJob:
+    """The processes of one run, one per rank, started at once; :meth:`poll` until it returns True.
+
+    ``payload`` (JSON-serialisable) is given to every rank with its ``rank`` and the path for its ``output``.
+    """
+
+    def __init__(self, module: str, payload: dict[str, Any], world_size: int, *, deadline_s: float,
+                 distributed: bool | None = None) -> None:
+        self.module = module
+        self.payload = payload
+        self.world_size = world_size
+        self.deadline_s = deadline_s
+        self.distributed = world_size > 1 if distributed is None else distributed
+        self.folder = Path(tempfile.mkdtemp(prefix="conformance-ranks-"))
+        self._attempts = 0
+        self._exits: list[RankExit] | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self._attempts += 1
+        self._started = time.monotonic()
+        self._stop_reason: dict[int, str] = {}
+        port = _free_port()
+        self._processes: list[subprocess.Popen[bytes]] = []
+        for rank in range(self.world_size):
+            for stale in (self._result_path(rank), self._planned_path(rank)):
+                stale.unlink(missing_ok=True)
+            spec = self.folder / f"rank{rank}.json"
+            spec.write_text(json.dumps({**self.payload, "rank": rank, "output": str(self._result_path(rank))}))
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1",
+                   _PLANNED_EXIT_ENV: str(self._planned_path(rank)),
+                   PROCESS_GROUP_TIMEOUT_ENV: str(min(_DEFAULT_PROCESS_GROUP_TIMEOUT, self.deadline_s))}
+            if self.distributed:
+                env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(self.world_size),
+                            "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "NODE_RANK": "0",
+                            "LOCAL_WORLD_SIZE": str(self.world_size)})
+            passed: tuple[int, ...] = ()
+            if rank == 0 and os.environ.get("CONFORMANCE_PROGRESS"):  # rank 0 shows progress on our stderr
+                passed = (os.dup(sys.stderr.fileno()),)  # a copy: the child's own fd 2 is its output file
+                env[PROGRESS_FD_ENV] = str(passed[0])
+            try:
+                with open(self._output_path(rank), "wb") as output:
+                    self._processes.append(subprocess.Popen(
+                        [sys.executable, "-m", self.module, str(spec)], env=env, stdout=output,
+                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=passed))
+            finally:
+                for fd in passed:
+                    os.close(fd)
+
+    def poll(self) -> bool:
+        """Look at every rank once; stop the others on a failure or at the deadline. True when all have ended."""
+        if self._exits is not None:
+            return True
+        failed = [rank for rank, process in enumerate(self._processes)
+                  if process.poll() is not None and self._failed(rank)]
+        if failed:
+            self._stop_others(f"was stopped by the kit because rank {failed[0]} failed first")
+        elif time.monotonic() - self._started > self.deadline_s:
+            self._stop_others(f"was still running at the deadline of {self.deadline_s:.0f} s and was killed "
+                              "(a hung collective or a run far slower than expected)")
+        if any(process.poll() is None for process in self._processes):
+            return False
+        if self._port_was_taken() and self._attempts < _PORT_ATTEMPTS:
+            self._start()
+            return False
+        self._exits = [self._exit(rank) for rank in range(self.world_size)]
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return True
+
+    def exits(self) -> list[RankExit]:
+        """How every rank ended (after :meth:`poll` returned True)."""
+        if self._exits is None:
+            raise RuntimeError("the job is still running: poll() until it returns True")
+        return self._exits
+
+    def kill(self, reason: str) -> None:
+        """Stop every rank still running, saying ``reason``, and wait for them (e.g. when the caller is interrupted)."""
+        self._stop_others(reason)
+        for process in self._processes:
+            process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _failed(self, rank: int) -> bool:
+        """Whether rank ``rank``, which has ended, failed: a non-zero exit not planned, or a log with an error."""
+        process = self._processes[rank]
+        if process.returncode != 0:
+            return not self._planned_path(rank).exists()
+        result = self._result(rank)
+        return result is None or bool(result.get("error"))
+
+    def _stop_others(self, reason: str) -> None:
+        for rank, process in enumerate(self._processes):
+            if process.poll() is None:
+                self._stop_reason[rank] = reason
+                with_group(process, signal.SIGKILL)
+        for process in self._processes:
+            process.wait()
+
+    def _port_was_taken(self) -> bool:
+        return self.distributed and any(
+            self._failed(rank) and "address already in use" in self._output(rank).lower()
+            for rank in range(self.world_size))
+
+    def _exit(self, rank: int) -> RankExit:
+        return RankExit(rank, self._processes[rank].returncode, self._output(rank), self._result(rank),
+                        self._planned_path(rank).exists(), self._stop_reason.get(rank))
+
+    def _result(self, rank: int) -> dict[str, Any] | None:
+        path = self._result_path(rank)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _output(self, rank: int) -> str:
+        with open(self._output_path(rank), "rb") as output:
+            output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_TAIL_CHARS))
+            return output.read().decode(errors="replace")
+
+    def _result_path(self, rank: int) -> Path:
+        return self.folder / f"result{rank}.json"
+
+    def _planned_path(self, rank: int) -> Path:
+        return self.folder / f"planned-exit{rank}"
+
+    def _output_path(self, rank: int) -> Path:
+        return self.folder / f"output{rank}.txt"
+
+
+def with_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to ``process`` and its process group (its loader workers), if it still runs."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def finish_jobs(jobs: Sequence[RankJob], poll_interval: float = 0.05) -> None:
+    """Poll ``jobs`` until every one has ended; if the caller is interrupted, kill them all first."""
+    try:
+        while True:
+            finished = [job.poll() for job in jobs]  # every job polled each round, none short-circuited
+            if all(finished):
+                return
+            time.sleep(poll_interval)
+    except BaseException:
+        for job in jobs:
+            job.kill("was killed because the conformance run was interrupted")
+        raise
 
 
 def run_recipe_ranks(module: str, recipe: type, plan: Any, world_size: int, log_type: type[Log], *,
-                     timeout: float = 300) -> list[Log]:
+                     deadline_s: float = 300, owner_of: str = "make_datamodule") -> list[Log]:
     """Run ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module``; one log per rank."""
-    payload = {"recipe": importable_name(recipe), "plan": dataclasses.asdict(plan)}
-    logs = []
-    for process in _run_ranks(module, payload, world_size, timeout=timeout):
-        if process.result is not None:
-            logs.append(log_type(**process.result))
-            continue
-        signal = -process.returncode if process.returncode < 0 else None
-        logs.append(log_type(rank=process.rank, killed_by_signal=signal,
-                             error=f"rank {process.rank} exited with {process.returncode} and wrote no log; its "
-                                   f"output:\n{process.output}"))
-    return logs
+    job = start_recipe_job(module, recipe, plan, world_size, deadline_s=deadline_s, owner_of=owner_of)
+    finish_jobs([job])
+    return [exit_.as_log(log_type) for exit_ in job.exits()]
+
+
+def start_recipe_job(module: str, recipe: type, plan: Any, world_size: int, *, deadline_s: float,
+                     owner_of: str = "make_datamodule", distributed: bool | None = None) -> RankJob:
+    """Start ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module`` (see :class:`RankJob`)."""
+    payload = {"recipe": importable_name(recipe, owner_of), "plan": dataclasses.asdict(plan)}
+    return RankJob(module, payload, world_size, deadline_s=deadline_s, distributed=distributed)
 
 
 def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: Callable[..., Plan]) -> None:
@@ -89,41 +295,21 @@ def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: 
     Path(spec["output"]).write_text(json.dumps(dataclasses.asdict(log)))
 
 
-def _run_ranks(module: str, payload: dict[str, Any], world_size: int, *, timeout: float) -> list[_RankProcess]:
-    """Run ``python -m module`` once per rank with ``payload`` (plus ``rank``); distributed env only if > 1 rank."""
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="conformance-ranks-") as folder:
-        processes = []
-        for rank in range(world_size):
-            spec = Path(folder) / f"rank{rank}.json"
-            spec.write_text(json.dumps({**payload, "rank": rank, "output": str(Path(folder) / f"result{rank}.json")}))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-            if world_size > 1:
-                env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
-                            "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "NODE_RANK": "0",
-                            "LOCAL_WORLD_SIZE": str(world_size)})
-            processes.append(subprocess.Popen([sys.executable, "-m", module, str(spec)], env=env,
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        outputs = [process.communicate(timeout=timeout)[0] for process in processes]
-        results = []
-        for rank, (process, output) in enumerate(zip(processes, outputs)):
-            path = Path(folder) / f"result{rank}.json"
-            result = json.loads(path.read_text()) if path.exists() else None
-            results.append(_RankProcess(rank, process.returncode, output[-4000:], result))
-        return results
+def importable_name(recipe: type, owner_of: str = "make_datamodule") -> str:
+    """``module:qualname`` of ``recipe``, or of the class in its MRO that defines ``owner_of``, if importable.
 
-
-def importable_name(recipe: type) -> str:
-    """``module:qualname`` of the class in ``recipe``'s MRO that defines ``make_datamodule``, if importable."""
-    owner = next((cls for cls in recipe.__mro__ if "make_datamodule" in vars(cls)), recipe)
+    Pass ``owner_of=""`` when the fresh process needs ``recipe`` itself.
+    """
+    owner = next((cls for cls in recipe.__mro__ if owner_of and owner_of in vars(cls)), recipe)
     for cls in (recipe, owner):
         module = sys.modules.get(cls.__module__)
         if module is not None and _resolve_name(module, cls.__qualname__) is cls and cls.__module__ != "__main__":
             return f"{cls.__module__}:{cls.__qualname__}"
-    raise TypeError(
-        f"{recipe.__qualname__}: multi-process checks start fresh processes that import the class defining "
-        f"make_datamodule ({owner.__module__}.{owner.__qualname__}), but it cannot be imported by that name; define "
-        "it at module level in an importable module"
+    needed = (f"the class defining {owner_of} ({owner.__module__}.{owner.__qualname__})" if owner_of
+              else f"{recipe.__module__}.{recipe.__qualname__}")
+    raise ConformanceSetupError(
+        f"{recipe.__qualname__}: its runs start fresh processes that import {needed}, but it cannot be imported by "
+        "that name; define it at module level in an importable module (not in a function, a test body or __main__)"
     )
 
 
@@ -135,7 +321,24 @@ def _resolve_name(module: Any, qualname: str) -> Any:
     return value
 
 
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free TCP port below the ephemeral range (where the OS picks ports for outgoing connections, gloo's
+    included), drawn at random so that concurrent conformance classes do not pick the same one."""
+    for _ in range(100):
+        port = _PORTS.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port found between 20000 and 32000 for the ranks' rendezvous")

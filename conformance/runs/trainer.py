@@ -9,14 +9,17 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from conformance.errors import ConformanceSetupError
 
-__all__ = ["TRAINER_DEFAULTS", "build_trainer", "quiet_lightning", "seeded"]
+__all__ = ["TRAINER_DEFAULTS", "build_trainer", "quiet_lightning", "rank_process_strategy", "seeded",
+           "world_size_of"]
 
 #: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -41,6 +44,49 @@ def build_trainer(recipe_kwargs: Mapping[str, Any], *, owned: frozenset[str], ru
         raise ConformanceSetupError(f"trainer_kwargs() sets {clash}, which this conformance run controls itself; "
                                     "remove them")
     return pl.Trainer(**{**TRAINER_DEFAULTS, **(run_defaults or {}), **recipe_kwargs, **run_settings})
+
+
+def world_size_of(trainer_kwargs: Mapping[str, Any]) -> int:
+    """The number of rank processes ``trainer_kwargs`` ask for (``devices`` on one node); raises
+    :class:`ConformanceSetupError` when it cannot be told from them."""
+    devices = trainer_kwargs.get("devices", TRAINER_DEFAULTS["devices"])
+    nodes = trainer_kwargs.get("num_nodes", 1)
+    if nodes != 1:
+        raise ConformanceSetupError(f"trainer_kwargs() sets num_nodes={nodes!r}; conformance runs launch every rank "
+                                    "on this machine: use num_nodes=1 and devices=<ranks>")
+    if isinstance(devices, (list, tuple)) and devices:
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if devices == "auto" and trainer_kwargs.get("accelerator", TRAINER_DEFAULTS["accelerator"]) == "cpu":
+        return 1
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1:
+        return devices
+    raise ConformanceSetupError(f"trainer_kwargs() sets devices={devices!r}; conformance runs need to know how many "
+                                "rank processes to launch: set devices to a positive int (or a list of device ids)")
+
+
+def rank_process_strategy(strategy: Any, timeout_s: float) -> Any:
+    """``strategy`` (``trainer_kwargs()['strategy']``) for a rank process the kit launched itself.
+
+    Named DDP strategies (``"ddp"``, ``"ddp_spawn"``, ...; ``"auto"`` means DDP for several devices) become
+    ``DDPStrategy`` with their registered options, Lightning's external-launch mode (``start_method="popen"``) and
+    a process-group timeout of ``timeout_s``: the same training, without Lightning starting processes of its own.
+    Other strategies are used as given; a DDPStrategy object that starts its own processes is a set-up error.
+    """
+    timeout = timedelta(seconds=timeout_s)
+    if strategy == "auto":
+        return DDPStrategy(timeout=timeout)
+    if isinstance(strategy, str) and strategy in StrategyRegistry \
+            and issubclass(StrategyRegistry[strategy]["strategy"], DDPStrategy):
+        options = {**StrategyRegistry[strategy]["init_params"], "start_method": "popen", "timeout": timeout}
+        return StrategyRegistry[strategy]["strategy"](**options)
+    start_method = getattr(strategy, "_start_method", "popen")
+    if isinstance(strategy, DDPStrategy) and start_method != "popen":
+        raise ConformanceSetupError(
+            f"trainer_kwargs() passes {type(strategy).__name__}(start_method={start_method!r}), which starts processes "
+            "of its own; conformance runs launch every rank themselves: use start_method='popen' (the default)")
+    return strategy
 
 
 @contextlib.contextmanager

@@ -19,7 +19,8 @@ from typing import ClassVar, NoReturn, Protocol
 from conformance._text import indent
 from conformance.compare import LeafStat
 
-__all__ = ["ERROR_TAIL_LINES", "MAX_PROBLEMS", "CheckAssertions", "CheckDetail", "RankResult", "error_tail", "run_failures"]
+__all__ = ["ERROR_TAIL_LINES", "MAX_PROBLEMS", "CheckAssertions", "CheckDetail", "RankResult", "error_tail", "rank_errors",
+           "run_failures"]
 
 #: A failure lists at most this many problems, then says how many more there are.
 MAX_PROBLEMS = 20
@@ -37,10 +38,11 @@ class CheckDetail:
 
 
 class RankResult(Protocol):
-    """One rank of a run, as the checks see it: its rank and the error that ended it, if any."""
+    """One rank of a run, as the checks see it: its rank, the error that ended it, if any, and when (wall clock)."""
 
     rank: int
     error: str | None
+    failed_at: float | None
 
 
 #: A failed rank's message shows at most this many lines of its error (the exception, then the traceback's end).
@@ -48,9 +50,21 @@ ERROR_TAIL_LINES = 12
 
 
 def run_failures(run: str, results: Iterable[RankResult]) -> list[str]:
-    """One problem per failed rank of run ``run``: its exception, then the end of its traceback or output."""
-    return [f"the {run} run failed on rank {result.rank}: {error_tail(result.error)}"
-            for result in results if result.error]
+    """One problem per failed rank of run ``run``: its exception, then the end of its traceback or output; the rank
+    that failed first comes first, and later failures say they came after it (usually its consequence: a peer
+    waiting in a collective sees the connection close)."""
+    return [f"the {run} run failed on rank {rank}: {error_tail(error)}" for rank, error in rank_errors(results)]
+
+
+def rank_errors(results: Iterable[RankResult]) -> list[tuple[int, str]]:
+    """(rank, error) of every failed rank, the first to fail first; later ones prefixed with which rank failed
+    before them. Ranks that did not report when they failed (killed, no log) come last, as they are."""
+    failed = [result for result in results if result.error]
+    timed = sorted((result for result in failed if getattr(result, "failed_at", None) is not None),
+                   key=lambda result: result.failed_at)
+    errors = [(result.rank, result.error) for result in timed[:1]]
+    errors += [(result.rank, f"after rank {timed[0].rank} had failed: {result.error}") for result in timed[1:]]
+    return errors + [(result.rank, result.error) for result in failed if result not in timed]
 
 
 def error_tail(error: str) -> str:
@@ -92,10 +106,10 @@ class CheckAssertions:
 
     def require_succeeded(self, run: str, results: Iterable[RankResult]) -> None:
         """Fail the check, showing every failed rank's error, unless each rank of run ``run`` succeeded."""
-        failed = [result for result in results if result.error]
+        failed = rank_errors(results)
         if failed:
             self.fail_check(f"the {run} run failed, so nothing can be certified",
-                            detail="\n".join(f"rank {result.rank}: {result.error}" for result in failed))
+                            detail="\n".join(f"rank {rank}: {error}" for rank, error in failed))
 
     def note_detail(self, worst: LeafStat | None, summary: str) -> None:
         """Remember what the running check measured, for the report of the ``certify`` command."""

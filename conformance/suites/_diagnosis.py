@@ -48,6 +48,8 @@ class Divergence:
     stream: str
     key: Key
     segment: str
+    #: The rank it was seen on, when the runs have several.
+    rank: int | None = None
 
     @property
     def check(self) -> str:
@@ -65,7 +67,8 @@ class Divergence:
 
     def describe(self) -> str:
         """The divergence and its remedy, in one sentence."""
-        where = f"{self.check} first diverges at {describe_key(self.key)} ({self.segment})"
+        on_rank = "" if self.rank is None else f" on rank {self.rank}"
+        where = f"{self.check} first diverges{on_rank} at {describe_key(self.key)} ({self.segment})"
         if self.segment == BEFORE:
             return (f"{where}: the runs differ before any interruption, so the recipe is not deterministic under "
                     "identical seeding and its resume cannot be judged")
@@ -76,4 +79,4 @@ def root_cause(divergences: list[Divergence]) -> Divergence | None:
     """The earliest divergence in training; ties go to the stream earlier in :data:`CAUSAL_ORDER`."""
     if not divergences:
         return None
-    return min(divergences, key=lambda found: (found.moment(), CAUSAL_ORDER.index(found.stream)))
+    return min(divergences, key=lambda found: (found.moment(), CAUSAL_ORDER.index(found.stream), found.rank or 0))

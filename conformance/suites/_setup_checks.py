@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from conformance.training.data import ResumableDataModule
 
 __all__ = ["accelerator_problems", "batch_size_problems", "built_object_problems", "callback_list_problems",
-           "mixin_order_problem", "resumable_datamodule_problems"]
+           "distributed_sampler_problems", "mixin_order_problem", "resumable_datamodule_problems"]
 
 
 def mixin_order_problem(cls: type, suite: type) -> str | None:
@@ -106,3 +106,12 @@ def _described(value: Any) -> str:
     if isinstance(value, torch.nn.Module) and not isinstance(value, pl.LightningModule):
         return f"a torch.nn.Module ({type(value).__qualname__})"
     return f"a {type(value).__qualname__}" if value is not None else "None"
+
+
+def distributed_sampler_problems(trainer_kwargs: dict[str, Any], datamodule: Any) -> list[str]:
+    """On several ranks a ResumableDataModule splits every global batch itself: Lightning must not add its own
+    DistributedSampler (it refuses to wrap the batch sampler anyway, deep inside ``fit``)."""
+    if isinstance(datamodule, ResumableDataModule) and trainer_kwargs.get("use_distributed_sampler", True):
+        return [(f"{type(datamodule).__qualname__} is a ResumableDataModule, which gives every data-parallel rank its "
+                 "slice of each global batch itself: add use_distributed_sampler=False to trainer_kwargs()")]
+    return []

@@ -15,7 +15,7 @@ from conformance._text import indent, listing
 from conformance.compare import ComparisonResult, LeafStat, compare
 from conformance.training.records import Key, RecordStore
 
-__all__ = ["StreamComparison", "compare_stream", "describe_key"]
+__all__ = ["RankedComparison", "StreamComparison", "compare_stream", "describe_key"]
 
 BEFORE = "before the interruption"
 AFTER = "after the resume"
@@ -37,6 +37,8 @@ class StreamComparison:
     """The outcome of :func:`compare_stream`: structural problems, diverging records, the worst leaf seen."""
 
     stream: str
+    #: The rank whose records these are, when the runs have several (named in every message).
+    rank: int | None = None
     compared: int = 0
     missing: list[Key] = field(default_factory=list)
     extra: list[Key] = field(default_factory=list)
@@ -57,7 +59,7 @@ class StreamComparison:
 
     def failure_message(self, check: str, limit: int = 10) -> str:
         """Where the runs first diverge, what differs there and by how much, and how many other records differ."""
-        lines = [f"{check}: {self._headline()}"]
+        lines = [f"{check}: {self.headline()}"]
         if self.repeated:
             lines.append(f"  the resumed run recorded {_keys(self.repeated)} again although the interrupted run had "
                          "already recorded it: the resume restarted from an earlier point")
@@ -74,20 +76,61 @@ class StreamComparison:
             lines.append(indent(result.format(limit), 4))
         return "\n".join(lines)
 
-    def _headline(self) -> str:
+    def headline(self) -> str:
+        on_rank = "" if self.rank is None else f" on rank {self.rank}"
         if self.diverging:
             key, segment, result = self.diverging[0]
             first = result.differences[0] if result.differences else None
-            return (f"first divergence at {describe_key(key)} ({segment}); {len(self.diverging)} of {self.compared} "
-                    f"compared records of '{self.stream}' differ" + (f"; {first}" if first else ""))
-        return f"the interrupted+resumed runs do not record the same '{self.stream}' records as the uninterrupted run"
+            return (f"first divergence{on_rank} at {describe_key(key)} ({segment}); {len(self.diverging)} of "
+                    f"{self.compared} compared records of '{self.stream}' differ" + (f"; {first}" if first else ""))
+        return (f"the interrupted+resumed runs do not record the same '{self.stream}' records as the uninterrupted "
+                f"run{on_rank}")
+
+
+@dataclass
+class RankedComparison:
+    """One stream compared rank by rank (rank ``r`` of every run with rank ``r`` of the others)."""
+
+    per_rank: list[StreamComparison]
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for outcome in self.per_rank)
+
+    @property
+    def compared(self) -> int:
+        return sum(outcome.compared for outcome in self.per_rank)
+
+    @property
+    def worst(self) -> LeafStat | None:
+        found = [outcome.worst for outcome in self.per_rank if outcome.worst is not None]
+        return max(found, key=lambda leaf: leaf.usage, default=None)
+
+    def first_divergence(self) -> tuple[Key, str, int | None] | None:
+        """The earliest divergence over all ranks, with its rank (None when the runs have one rank)."""
+        found = [(*first, outcome.rank) for outcome in self.per_rank
+                 if (first := outcome.first_divergence()) is not None]
+        return min(found, key=lambda item: (item[0], item[2] or 0), default=None)
+
+    def failure_message(self, check: str, limit: int = 10) -> str:
+        """The message of the rank that diverges first, then one line for each other rank."""
+        failing = [outcome for outcome in self.per_rank if not outcome.ok]
+        if not failing:
+            return f"{check}: every rank matches"
+        first = min(failing, key=lambda outcome: (outcome.first_divergence() or ((), "", 0))[0])
+        lines = [first.failure_message(check, limit)]
+        for outcome in self.per_rank:
+            if outcome is not first and len(self.per_rank) > 1:
+                lines.append(f"  rank {outcome.rank}: " + ("matches the uninterrupted run" if outcome.ok
+                                                           else outcome.headline()))
+        return "\n".join(lines)
 
 
 def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStore, resumed: RecordStore, *,
-                   options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False
-                   ) -> StreamComparison:
+                   options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False,
+                   rank: int | None = None) -> StreamComparison:
     """Compare ``stream`` record by record, the continuous run's records being the expected values."""
-    outcome = StreamComparison(stream)
+    outcome = StreamComparison(stream, rank)
     trajectory: dict[Key, tuple[RecordStore, str]] = {key: (interrupted, BEFORE) for key in interrupted.keys(stream)}
     for key in resumed.keys(stream):
         if key in trajectory:

@@ -1,10 +1,13 @@
-"""StopAndGoConformance: resumed training must equal uninterrupted training, step by step.
+"""StopAndGoConformance: resumed training must equal uninterrupted training, step by step, rank by rank.
 
 Three runs per class, each seeded identically and built afresh from the recipe's hooks: *continuous* trains
 ``num_steps`` optimizer steps straight through; *interrupted* saves a checkpoint after step ``stop_step`` (in
-``on_train_batch_end``, where ``ModelCheckpoint`` saves) and then stops cleanly or crashes; *resumed* restores
-that checkpoint into a fresh model, data module and trainer and trains on to ``num_steps``. Every check compares
-one recorded fact of interrupted+resumed with the continuous run; the kit adds recording callbacks only.
+``on_train_batch_end``, where ``ModelCheckpoint`` saves) and then stops cleanly, crashes or is killed; *resumed*
+restores that checkpoint into a fresh model, data module and trainer, by default in a fresh process as after a
+real preemption, and trains on to ``num_steps``. A recipe whose ``trainer_kwargs()`` asks for several devices runs
+each of them as that many rank processes launched by the kit (DDP over gloo on CPU, NCCL on GPU). Every check
+compares one recorded fact of interrupted+resumed with the continuous run, on every rank; the kit adds recording
+callbacks only.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ import torch
 
 from conformance._text import indent
 from conformance.compare import ComparisonResult, compare
-from conformance.runs.callbacks import Interruption
-from conformance.runs.fit import OWNED_TRAINER_KWARGS, RunOutcome, fit_run
+from conformance.errors import ConformanceSetupError
+from conformance.runs.fit import OWNED_TRAINER_KWARGS, FitPlan, RunOutcome, run_fits
+from conformance.runs.processes import importable_name
+from conformance.runs.trainer import world_size_of
+from conformance.sample_ids import SampleIdError, default_sample_ids
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._diagnosis import CAUSAL_ORDER, Divergence, root_cause
-from conformance.suites._trajectory import AFTER, StreamComparison, compare_stream, describe_key
+from conformance.suites._elastic import elastic_problems, global_steps
+from conformance.suites._setup_checks import distributed_sampler_problems
+from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
 from conformance.training.records import Key, RecordStore
 
 __all__ = ["StopAndGoConformance"]
@@ -80,8 +88,17 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     num_steps: ClassVar[int] = 8
     #: The interrupted run checkpoints after this optimizer step and stops.
     stop_step: ClassVar[int] = 4
-    #: "crash": an exception right after the checkpoint, as a preempted job dies; "clean": the trainer stops.
-    interruption: ClassVar[Literal["clean", "crash"]] = "crash"
+    #: Right after the checkpoint: "crash" raises an exception, "clean" stops the trainer, "kill" has every rank
+    #: process killed by SIGKILL (needs ``resume_in_fresh_process``).
+    interruption: ClassVar[Literal["clean", "crash", "kill"]] = "crash"
+    #: Run every run in fresh processes, so the resumed run starts with nothing in memory from the interrupted one
+    #: (module-level state, caches), as after a real preemption. Runs on several devices always do.
+    resume_in_fresh_process: ClassVar[bool] = True
+    #: Seconds a multi-process run may take before the kit kills its ranks and fails it.
+    process_deadline_s: ClassVar[float] = 600.0
+    #: World sizes the interrupted run's checkpoint also resumes on (the global batch fixed), each checked by
+    #: ``test_elastic_resume``; empty: the recipe declares no elastic resume and the check is skipped.
+    elastic_resume_world_sizes: ClassVar[tuple[int, ...]] = ()
 
     #: Validate after every this many optimizer steps, so the validation checks have passes to compare after the
     #: resume; applied unless ``trainer_kwargs()`` sets ``val_check_interval`` or ``check_val_every_n_epoch``
@@ -90,13 +107,19 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
     #: Adam's second moments are often ~1e-5 or smaller, below float32's default atol: compare them relatively.
-    default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_optimizer_state": {"atol": 0.0}}
+    #: An elastic resume reduces gradients in another order (and draws other random numbers): losses agree only
+    #: closely; adopters with dropout set their own tolerance.
+    default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_optimizer_state": {"atol": 0.0},
+                                                                  "test_elastic_resume": {"atol": 1e-5, "rtol": 1e-4}}
 
-    continuous: ClassVar[RunOutcome]
-    interrupted: ClassVar[RunOutcome]
-    resumed: ClassVar[RunOutcome]
-    _comparisons: ClassVar[dict[str, StreamComparison]]
-    _final_weights: ClassVar[ComparisonResult | None]
+    #: Each run, one outcome per rank.
+    continuous: ClassVar[list[RunOutcome]]
+    interrupted: ClassVar[list[RunOutcome]]
+    resumed: ClassVar[list[RunOutcome]]
+    #: The elastic resumes, by world size.
+    elastic: ClassVar[dict[int, list[RunOutcome]]]
+    _comparisons: ClassVar[dict[str, RankedComparison]]
+    _final_weights: ClassVar[list[ComparisonResult] | None]
 
     @classmethod
     def settings_problems(cls) -> list[str]:
@@ -107,18 +130,89 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             problems.append(f"stop_step must be an int with 1 <= stop_step < num_steps = {cls.num_steps}, got "
                             f"{cls.stop_step!r}: the interrupted run must train at least one step and stop before "
                             "the end")
-        if cls.interruption not in ("clean", "crash"):
-            problems.append(f"interruption must be 'clean' or 'crash', got {cls.interruption!r}")
+        if cls.interruption not in ("clean", "crash", "kill"):
+            problems.append(f"interruption must be 'clean', 'crash' or 'kill', got {cls.interruption!r}")
+        elif cls.interruption == "kill" and cls.runs_in_process():
+            problems.append("interruption = 'kill' kills the interrupted run's process, so it needs "
+                            "resume_in_fresh_process = True")
+        try:
+            problems += cls._elastic_problems(cls.world_size())
+        except ConformanceSetupError as exc:
+            problems.append(str(exc))
+        if not cls.runs_in_process():
+            try:
+                importable_name(cls, owner_of="")
+            except ConformanceSetupError as exc:
+                problems.append(f"{exc} (or set resume_in_fresh_process = False to run a one-device recipe in this "
+                                "process)")
         every = cls.validate_every_n_steps
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
             problems.append(f"validate_every_n_steps must be None or an int >= 1, got {every!r}")
         return problems
 
+    # --- hooks with defaults -------------------------------------------------------------------------------
     @classmethod
-    def validation_schedule(cls) -> dict[str, Any]:
+    def sample_ids(cls, batch: Any) -> list[int]:
+        """The dataset indices of a training batch's samples (for ``test_elastic_resume``); default: its
+        ``idx``/``index``/... entry."""
+        return default_sample_ids(batch)
+
+    @classmethod
+    def elastic_trainer_kwargs(cls, world_size: int) -> dict[str, Any]:
+        """``trainer_kwargs()`` for resuming on ``world_size`` ranks with the same global batch: ``devices`` changed,
+        ``accumulate_grad_batches`` (and a ``val_check_interval`` counted in batches) scaled. Override it when the
+        recipe needs more to change."""
+        kwargs = dict(cls.trainer_kwargs())
+        accumulation = kwargs.get("accumulate_grad_batches", 1)
+        scaled, remainder = divmod(accumulation * cls.world_size(), world_size)
+        if remainder or scaled < 1:
+            raise ConformanceSetupError(
+                f"{cls.__qualname__}: {cls.world_size()} rank(s) x accumulate_grad_batches={accumulation} micro-batches "
+                f"per step cannot be split over {world_size} rank(s); drop {world_size} from "
+                "elastic_resume_world_sizes or override elastic_trainer_kwargs(world_size)")
+        kwargs.update(devices=world_size, accumulate_grad_batches=scaled)
+        interval = kwargs.get("val_check_interval")
+        if isinstance(interval, int) and not isinstance(interval, bool):
+            kwargs["val_check_interval"] = max(1, interval * scaled // accumulation)
+        return kwargs
+
+    # --- set-up --------------------------------------------------------------------------------------------
+    @classmethod
+    def recipe_problems(cls) -> list[str]:
+        problems = super().recipe_problems()
+        if not problems and cls.world_size() > 1:
+            problems += distributed_sampler_problems(cls.trainer_kwargs(), cls.make_datamodule())
+        return problems
+
+    @classmethod
+    def world_size(cls) -> int:
+        """Rank processes per run: the devices ``trainer_kwargs()`` asks for."""
+        return world_size_of(cls.trainer_kwargs())
+
+    @classmethod
+    def runs_in_process(cls) -> bool:
+        """Whether the runs happen in this process: one device, no elastic resume, ``resume_in_fresh_process`` off."""
+        try:
+            return not cls.resume_in_fresh_process and cls.world_size() == 1 and not cls.elastic_resume_world_sizes
+        except ConformanceSetupError:
+            return True
+
+    @classmethod
+    def _elastic_problems(cls, world_size: int) -> list[str]:
+        sizes = cls.elastic_resume_world_sizes
+        if not isinstance(sizes, tuple) or not all(isinstance(size, int) and size >= 1 for size in sizes):
+            return [f"elastic_resume_world_sizes must be a tuple of positive ints, got {sizes!r}"]
+        if world_size in sizes:
+            return [f"elastic_resume_world_sizes lists {world_size}, the recipe's own world size: list only other ones"]
+        for size in sizes:
+            cls.elastic_trainer_kwargs(size)  # raises when the global batch cannot be kept
+        return []
+
+    @classmethod
+    def validation_schedule(cls, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Trainer arguments that validate every ``validate_every_n_steps`` optimizer steps, across epochs, unless
-        the recipe schedules validation itself."""
-        kwargs = cls.trainer_kwargs()
+        the recipe (``kwargs``, default ``trainer_kwargs()``) schedules validation itself."""
+        kwargs = cls.trainer_kwargs() if kwargs is None else kwargs
         if cls.validate_every_n_steps is None or {"val_check_interval", "check_val_every_n_epoch"} & set(kwargs):
             return {}
         batches_per_step = kwargs.get("accumulate_grad_batches", 1)
@@ -126,44 +220,58 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def prepare(cls) -> None:
-        """Train the continuous, interrupted and resumed runs."""
+        """Train the continuous and interrupted runs (at once, when in processes), then the resumed run."""
         cls._comparisons, cls._final_weights = {}, None
         checkpoint = cls._work_dir / "interrupted.ckpt"
-        run = functools.partial(fit_run, cls, work_dir=cls._work_dir, max_steps=cls.num_steps, seed=cls.seed,
-                                trainer_defaults=cls.validation_schedule())
-        cls.continuous = run("continuous")
-        cls.interrupted = run("interrupted", interruption=Interruption(cls.stop_step, cls.interruption, checkpoint))
+        plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
+                                 trainer_defaults=cls.validation_schedule())
+        run = functools.partial(run_fits, cls, in_process=cls.runs_in_process(), deadline_s=cls.process_deadline_s)
+        cls.continuous, cls.interrupted = run([
+            plan("continuous"),
+            plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption, checkpoint=str(checkpoint)),
+        ])
+        sizes = cls.elastic_resume_world_sizes
         if checkpoint.exists():
-            cls.resumed = run("resumed", resume_from=checkpoint)
+            cls.resumed, *elastic = run([plan("resumed", resume_from=str(checkpoint))] + [
+                plan(f"elastic{size}", resume_from=str(checkpoint), world_size=size,
+                     trainer_defaults=cls.validation_schedule(cls.elastic_trainer_kwargs(size))) for size in sizes])
+            cls.elastic = dict(zip(sizes, elastic))
         else:
-            cls.resumed = RunOutcome("resumed", RecordStore(cls._work_dir / "resumed"), seconds=0.0, error=(
-                f"not started: the interrupted run saved no checkpoint because it never completed optimizer step "
-                f"{cls.stop_step}"))
+            cls.resumed = cls._not_started("resumed", len(cls.interrupted))
+            cls.elastic = {size: cls._not_started(f"elastic{size}", size) for size in sizes}
+
+    @classmethod
+    def _not_started(cls, name: str, ranks: int) -> list[RunOutcome]:
+        error = (f"not started: the interrupted run saved no checkpoint because it never completed optimizer step "
+                 f"{cls.stop_step}")
+        return [RunOutcome(name, RecordStore(cls._work_dir / name / f"rank{rank}"), error, 0.0, rank)
+                for rank in range(ranks)]
 
     # --- the checks ----------------------------------------------------------------------------------------
     def test_runs_trained(self) -> None:
         """Every run recorded optimizer steps and finite losses without failing, and the weights moved."""
         expected_steps = {
-            self.continuous: (1, self.num_steps),
-            self.interrupted: (1, self.stop_step),
-            self.resumed: (self.stop_step + 1, self.num_steps),
+            "continuous": (self.continuous, 1, self.num_steps),
+            "interrupted": (self.interrupted, 1, self.stop_step),
+            "resumed": (self.resumed, self.stop_step + 1, self.num_steps),
         }
         problems = []
-        for run, (first, last) in expected_steps.items():
-            if not run.records.keys("global_step"):
-                problems.append(f"the {run.name} run recorded no optimizer step (expected steps {first}..{last})")
-            problems += run_failures(run.name, [run])
-            if not all(_is_finite(loss) for _, loss in run.records.items("train_loss")):
-                problems.append(f"the {run.name} run recorded a missing or non-finite training loss")
-        final = self.continuous.records.keys("final_weights")
-        if final:
-            initial = self.continuous.records.read("initial_weights", (0,))
-            unchanged = compare(self.continuous.records.read("final_weights", final[-1]), initial, atol=0, rtol=0)
-            if unchanged.ok:
-                problems.append("the continuous run's weights did not change: nothing was trained")
-        else:
-            problems.append("the continuous run never reached the end of training (no final weights recorded)")
-        self.conclude(problems, "all runs trained")
+        for name, (ranks, first, last) in expected_steps.items():
+            problems += run_failures(name, ranks)
+            for run in ranks:
+                if not run.records.keys("global_step"):
+                    problems.append(f"{self._label(run)} recorded no optimizer step (expected steps {first}..{last})")
+                if not all(_is_finite(loss) for _, loss in run.records.items("train_loss")):
+                    problems.append(f"{self._label(run)} recorded a missing or non-finite training loss")
+        for run in self.continuous:
+            final = run.records.keys("final_weights")
+            if not final:
+                problems.append(f"{self._label(run)} never reached the end of training (no final weights recorded)")
+            elif compare(run.records.read("final_weights", final[-1]), run.records.read("initial_weights", (0,)),
+                         atol=0, rtol=0).ok:
+                problems.append(f"{self._label(run)}: the weights did not change, nothing was trained")
+        ranks = f" on {len(self.continuous)} ranks" if len(self.continuous) > 1 else ""
+        self.conclude(problems, f"all runs trained{ranks}")
 
     def test_global_step(self) -> None:
         """Global step and epoch after every optimizer step."""
@@ -180,17 +288,18 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def test_initial_consumed_samples(self) -> None:
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
         self._require_runs()
-        expected = self._read_one(self.continuous, "consumed_samples", (self.stop_step,))
-        actual = self._read_one(self.resumed, "start", (self.stop_step,))["consumed_samples"]
-        if expected is None or actual is None:
-            self.fail_check(_HINTS["consumed_samples"])
-        self.note_detail(None, f"resumed at {actual} consumed samples, expected {expected}")
-        if actual != expected:
-            self.fail_check(
-                f"after restoring the checkpoint of step {self.stop_step} the data module reports {actual} consumed "
-                f"samples; the uninterrupted run had consumed {expected} by then, so the resumed run "
-                f"{'replays' if actual < expected else 'skips'} data"
-            )
+        for continuous, resumed in zip(self.continuous, self.resumed):
+            expected = self._read_one(continuous, "consumed_samples", (self.stop_step,))
+            actual = self._read_one(resumed, "start", (self.stop_step,))["consumed_samples"]
+            if expected is None or actual is None:
+                self.fail_check(_HINTS["consumed_samples"])
+            self.note_detail(None, f"resumed at {actual} consumed samples, expected {expected}")
+            if actual != expected:
+                self.fail_check(
+                    f"after restoring the checkpoint of step {self.stop_step} the data module{self._on(resumed)} "
+                    f"reports {actual} consumed samples; the uninterrupted run had consumed {expected} by then, so "
+                    f"the resumed run {'replays' if actual < expected else 'skips'} data"
+                )
 
     def test_optimizer_state(self) -> None:
         """Every optimizer's full state after every optimizer step."""
@@ -232,17 +341,42 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """The model's weights when training ends."""
         self._require_runs()
         key = (self.num_steps,)
-        if not has_content(self._read_one(self.continuous, "final_weights", key)):
+        if not has_content(self._read_one(self.continuous[0], "final_weights", key)):
             self.fail_check(f"nothing to compare: {_HINTS['final_weights']}")
-        result = self._final_weights_comparison()
-        self.note_detail(result.worst, f"{result.leaves_compared} tensors compared")
-        if not result.ok:
-            self._fail_with_cause(f"{self.check_name}: the resumed run ends with different weights at "
-                                  f"{describe_key(key)}\n{indent(result.format(10))}")
+        results = self._final_weights_comparison()
+        worst = max((result.worst for result in results if result.worst), key=lambda leaf: leaf.usage, default=None)
+        self.note_detail(worst, f"{sum(result.leaves_compared for result in results)} tensors compared")
+        for resumed, result in zip(self.resumed, results):
+            if not result.ok:
+                self._fail_with_cause(f"{self.check_name}: the resumed run ends with different weights"
+                                      f"{self._on(resumed)} at {describe_key(key)}\n{indent(result.format(10))}")
+
+    def test_elastic_resume(self) -> None:
+        """Resumed on each of ``elastic_resume_world_sizes`` ranks, every later optimizer step trains on the same
+        global samples and reaches the same mean loss as the uninterrupted run, within this check's tolerance."""
+        if not self.elastic_resume_world_sizes:
+            self.skipTest("the recipe declares no elastic resume; list the world sizes its checkpoints resume on in "
+                          "elastic_resume_world_sizes to check it")
+        self._require_runs("continuous", "interrupted")
+        try:
+            expected = global_steps([run.records for run in self.continuous], self.sample_ids, after=self.stop_step)
+            problems = []
+            for size, ranks in self.elastic.items():
+                label = f"{len(self.continuous)} -> {size} ranks"
+                problems += run_failures(f"elastic ({label})", ranks) or elastic_problems(
+                    label, expected, global_steps([run.records for run in ranks], self.sample_ids,
+                                                  after=self.stop_step), self.comparison_options(self.check_name))
+        except SampleIdError as exc:
+            self.fail_check(f"cannot tell which samples a training batch holds: {exc} (or override the classmethod "
+                            "sample_ids(batch))")
+        if not expected:
+            self.fail_check(f"nothing to compare: the uninterrupted run recorded no step after {self.stop_step}")
+        self.conclude(problems, f"{len(expected)} steps after the resume on "
+                                f"{', '.join(map(str, self.elastic))} rank(s) match")
 
     def test_checkpoint_contents(self) -> None:
         """The checkpoint loads with weights_only=True and holds the state the resume needs, equal to the run's."""
-        self._require_runs(self.interrupted)
+        self._require_runs("interrupted")
         path = self._work_dir / "interrupted.ckpt"
         if not path.exists():
             self.fail_check(f"the interrupted run wrote no checkpoint after step {self.stop_step}")
@@ -261,7 +395,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _checkpoint_problems(self, checkpoint: dict[str, Any]) -> list[str]:
-        records = self.interrupted.records
+        records = self.interrupted[0].records
         step = (self.stop_step,)
         problems = [f"'{key}' is missing" for key in ("state_dict", "optimizer_states", "loops", "global_step")
                     if key not in checkpoint]
@@ -292,7 +426,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare."""
         self._require_runs()
         resumed_from = self._resumed_from(stream)
-        reference = self.continuous.records
+        reference = self.continuous[0].records
         after_resume = [key for key in reference.keys(stream) if key[0] >= resumed_from]
         content = _CONTENT.get(stream, lambda value: value)
         if not after_resume or not has_content(content(reference.read(stream, after_resume[0]))):
@@ -308,37 +442,45 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """The first key (global step) of ``stream`` that the resumed run is responsible for."""
         return self.stop_step if stream in _PER_MICRO_BATCH else self.stop_step + 1
 
-    def _comparison(self, stream: str) -> StreamComparison:
+    def _comparison(self, stream: str) -> RankedComparison:
         """``stream`` compared along the trajectory, once per class; a validation right after the stop step may be
         lost to the interruption."""
         cls = type(self)
         if stream not in cls._comparisons:
             lost = (lambda key: key[0] == self.stop_step) if stream.startswith("valid_") else (lambda key: False)
-            cls._comparisons[stream] = compare_stream(
-                stream, self.continuous.records, self.interrupted.records, self.resumed.records,
-                options=self.comparison_options(f"test_{stream}"), may_be_lost=lost)
+            several = len(self.continuous) > 1
+            cls._comparisons[stream] = RankedComparison([
+                compare_stream(stream, continuous.records, interrupted.records, resumed.records,
+                               options=self.comparison_options(f"test_{stream}"), may_be_lost=lost,
+                               rank=continuous.rank if several else None)
+                for continuous, interrupted, resumed in zip(self.continuous, self.interrupted, self.resumed)])
         return cls._comparisons[stream]
 
-    def _final_weights_comparison(self) -> ComparisonResult:
+    def _final_weights_comparison(self) -> list[ComparisonResult]:
+        """The final weights of each rank of the resumed run compared with the same rank's of the continuous run."""
         cls = type(self)
         if cls._final_weights is None:
             key = (self.num_steps,)
-            cls._final_weights = compare(self._read_one(self.resumed, "final_weights", key),
-                                         self._read_one(self.continuous, "final_weights", key),
-                                         **self.comparison_options("test_final_weights"))
+            cls._final_weights = [compare(self._read_one(resumed, "final_weights", key),
+                                          self._read_one(continuous, "final_weights", key),
+                                          **self.comparison_options("test_final_weights"))
+                                  for continuous, resumed in zip(self.continuous, self.resumed)]
         return cls._final_weights
 
     def _root_cause(self) -> Divergence | None:
         """The earliest divergence over every recorded stream (the runs succeeded: the check failing asked)."""
         divergences = []
         for stream in CAUSAL_ORDER[:-1]:
-            first = self._comparison(stream).first_divergence() if self.continuous.records.keys(stream) else None
+            recorded = self.continuous[0].records.keys(stream)
+            first = self._comparison(stream).first_divergence() if recorded else None
             if first is not None:
                 divergences.append(Divergence(stream, *first))
         final = (self.num_steps,)
-        recorded = all(final in run.records.keys("final_weights") for run in (self.continuous, self.resumed))
-        if recorded and not self._final_weights_comparison().ok:
-            divergences.append(Divergence("final_weights", final, AFTER))
+        recorded = all(final in run.records.keys("final_weights") for run in (*self.continuous, *self.resumed))
+        if recorded:
+            several = len(self.resumed) > 1
+            divergences += [Divergence("final_weights", final, AFTER, run.rank if several else None)
+                            for run, result in zip(self.resumed, self._final_weights_comparison()) if not result.ok]
         return root_cause(divergences)
 
     def _fail_with_cause(self, message: str) -> NoReturn:
@@ -354,10 +496,17 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                  else f"  a consequence of the root cause: {root.describe()}")
         raise AssertionError("\n".join(part for part in (headline, cause, rest) if part))
 
-    def _require_runs(self, *runs: RunOutcome) -> None:
-        """Fail the check unless the given runs (default: all three) succeeded."""
-        for run in runs or (self.continuous, self.interrupted, self.resumed):
-            self.require_succeeded(run.name, [run])
+    def _require_runs(self, *names: str) -> None:
+        """Fail the check unless every rank of the named runs (default: all three) succeeded."""
+        for name in names or ("continuous", "interrupted", "resumed"):
+            self.require_succeeded(name, getattr(self, name))
+
+    def _on(self, run: RunOutcome) -> str:
+        """" on rank r" when the runs have several ranks, else nothing."""
+        return f" on rank {run.rank}" if len(self.continuous) > 1 else ""
+
+    def _label(self, run: RunOutcome) -> str:
+        return f"the {run.name} run{self._on(run)}"
 
     def _read_one(self, run: RunOutcome, stream: str, key: Key) -> Any:
         if key not in run.records.keys(stream):

@@ -135,9 +135,10 @@ class ResumableDataModule:
 
     micro_batch_size: int
     global_batch_size: int
-    #: Resuming on a different number of data-parallel ranks is refused with a clear error (see
-    #: ``resumable_train_dataloader``); the global sample order itself does not depend on the rank count.
-    supports_elastic_resume: ClassVar[bool] = False
+    #: A checkpoint resumes on another number of data-parallel ranks (the global batch size fixed): the global sample
+    #: order depends only on the global batch size, and Lightning's position within the epoch is translated (see
+    #: ``resumable_train_dataloader``).
+    supports_elastic_resume: ClassVar[bool] = True
     _loaded_consumed_samples: int | None = None
     _loaded_data_parallel_size: int | None = None
     _loader_consumed_samples: int = 0
@@ -179,10 +180,11 @@ class ResumableDataModule:
     ) -> DataLoader:
         """A train loader that resumes at :attr:`consumed_samples`; call it from ``train_dataloader()``.
 
-        Raises :class:`conformance.ElasticResumeRefused` when resuming on a different data-parallel size (see
-        ``supports_elastic_resume``).
+        Resuming on another data-parallel size, Lightning's restored count of this epoch's micro-batches (per rank,
+        so it changes with the rank count) is translated to the new size: gradient accumulation, validation
+        intervals and the end of the epoch then line up with a run that had this size from the start.
         """
-        self._refuse_elastic_resume()
+        self._translate_elastic_resume()
         self._loader_consumed_samples = self.consumed_samples
         self._loader_global_step = self._trainer_global_step()
         self._loaded_consumed_samples = None
@@ -205,15 +207,32 @@ class ResumableDataModule:
         )
         return DataLoader(dataset, batch_sampler=sampler, **loader_kwargs)
 
-    def _refuse_elastic_resume(self) -> None:
+    def _translate_elastic_resume(self) -> None:
+        """After a checkpoint of ``saved`` data-parallel ranks, rescale Lightning's restored micro-batch counters to
+        this run's rank count (each rank draws ``saved / current`` times as many micro-batches per global batch)."""
         saved, self._loaded_data_parallel_size = self._loaded_data_parallel_size, None
-        current = resolve_data_parallel(getattr(self, "trainer", None))[1]
-        if saved is not None and int(saved) != current:
+        trainer = getattr(self, "trainer", None)
+        current = resolve_data_parallel(trainer)[1]
+        if saved is None or int(saved) == current:
+            return
+        if not self.supports_elastic_resume:
             raise ElasticResumeRefused(
                 f"{type(self).__name__}: the checkpoint was saved on {saved} data-parallel rank(s) and this run has "
-                f"{current}. The sample order would carry over, but Lightning restores its position within the "
-                f"epoch in micro-batches per rank, which change with the number of ranks; resume on {saved} rank(s)"
-            )
+                f"{current}, and the data module declares supports_elastic_resume = False; resume on {saved} rank(s)")
+        progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+        if progress is None:
+            raise ElasticResumeRefused(f"{type(self).__name__}: resuming on {current} instead of {saved} data-parallel "
+                                       "rank(s) needs a Lightning trainer's fit loop to translate its position")
+        for counts in (progress.current, progress.total):
+            scaled, remainder = divmod(counts.ready * int(saved), current)
+            if remainder:
+                raise ElasticResumeRefused(
+                    f"{type(self).__name__}: the checkpoint's position ({counts.ready} micro-batches on each of {saved} "
+                    f"rank(s)) is not a whole number of micro-batches on {current} rank(s); checkpoint between "
+                    "optimizer steps")
+            offsets = (counts.started - counts.ready, counts.processed - counts.ready, counts.completed - counts.ready)
+            counts.ready = scaled
+            counts.started, counts.processed, counts.completed = (scaled + offset for offset in offsets)
 
     def _trainer_global_step(self) -> int:
         trainer = getattr(self, "trainer", None)

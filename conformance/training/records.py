@@ -184,6 +184,9 @@ class TrainingRecorder(pl.Callback):
         self.consumed_samples = consumed_samples
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._forward_outputs: list[Any] | None = None
+        #: What training_step returned, as it returned it (Lightning divides the loss it passes to
+        #: on_train_batch_end by the gradient accumulation).
+        self._step_output: Any = None
         self._learning_rates: list[list[float]] = []
         self._batch_step = -1
         self._micro_batch = 0
@@ -210,7 +213,8 @@ class TrainingRecorder(pl.Callback):
         key = (self._batch_step, self._micro_batch)
         self.store.write("rng_state", key, capture_rng_state())
         self.store.write("train_inputs", key, args[0] if args else kwargs.get("batch"))  # before any in-place change
-        return training_step(*args, **kwargs)
+        self._step_output = training_step(*args, **kwargs)
+        return self._step_output
 
     def _capture_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self._forward_outputs is not None:
@@ -246,7 +250,8 @@ class TrainingRecorder(pl.Callback):
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._write_outputs("train", (self._batch_step, self._micro_batch), outputs)
+        self._write_outputs("train", (self._batch_step, self._micro_batch), self._step_output)
+        self._step_output = None
         step = trainer.global_step
         if step == self._batch_step:
             return

@@ -107,7 +107,17 @@ class SetupBuiltSamplerDataModule(SyntheticDataModule):
 class SilentlyElasticDataModule(SyntheticDataModule):
     """Declares it does not support a different world size on resume, yet resumes there without a word."""
 
-    def _refuse_elastic_resume(self) -> None:
+    supports_elastic_resume = False
+
+    def _translate_elastic_resume(self) -> None:
+        self._loaded_data_parallel_size = None
+
+
+class UntranslatedElasticDataModule(SyntheticDataModule):
+    """Resumes on another world size keeping Lightning's per-rank micro-batch count as it was: accumulation windows
+    and the epoch's end shift."""
+
+    def _translate_elastic_resume(self) -> None:
         self._loaded_data_parallel_size = None
 
 
@@ -140,6 +150,7 @@ Mutant_validation_keeps_train_offset = _suite("validation_keeps_train_offset", T
 Mutant_sampler_built_in_setup = _suite("sampler_built_in_setup", SetupBuiltSamplerDataModule)
 Mutant_ranks_share_samples = _suite("ranks_share_samples", RankBlindDataModule)
 Mutant_elastic_resume_not_refused = _suite("elastic_resume_not_refused", SilentlyElasticDataModule)
+Mutant_elastic_position_not_translated = _suite("elastic_position_not_translated", UntranslatedElasticDataModule)
 
 #: What a data module that resumes at the wrong place also breaks.
 _REPLAY = frozenset({"test_resume_continues_exactly", "test_no_sample_repeated_or_skipped",
@@ -179,6 +190,10 @@ DATAMODULE_MUTANTS: tuple[Mutant, ...] = (
     Mutant("elastic_resume_not_refused", "declares no elastic resume, yet resumes 1 -> 2 ranks on a shifted epoch",
            Mutant_elastic_resume_not_refused,
            kills={"test_elastic_resume": "resumed without refusing"}),
+    Mutant("elastic_position_not_translated", "resumes on another world size with Lightning's per-rank position as "
+           "saved: the epoch's remaining steps and accumulation windows shift",
+           Mutant_elastic_position_not_translated,
+           kills={"test_elastic_resume": "1 -> 2 ranks: step 4 drew samples"}),
     Mutant("ranks_share_samples", "every data-parallel rank reads rank 0's shard",
            Mutant_ranks_share_samples,
            kills={"test_data_parallel_streams": "ranks share samples"},

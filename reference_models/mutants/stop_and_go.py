@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import unittest
 from collections.abc import Mapping
@@ -10,13 +11,18 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Subset
+from typing_extensions import override
 
-from conformance import StopAndGoConformance
+from conformance import RNGStateCallback, StopAndGoConformance
+from conformance.training.data import resolve_data_parallel
+from conformance.training.rng import capture_rng_state
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
 from reference_models.mutants import Mutant
-from reference_models.recipes import GPTRecipe, StepSeededGPT
+from reference_models.mutants.datamodule import UntranslatedElasticDataModule
+from reference_models.recipes import DDPGPTRecipe, ElasticGPTRecipe, GPTRecipe, PerRankDropoutGPT, StepSeededGPT
 
 __all__ = ["STOP_AND_GO_MUTANTS"]
 
@@ -123,6 +129,99 @@ class NumpyRNGCallback(pl.Callback):
         pass
 
 
+# --- broken on several ranks ----------------------------------------------------------------------------------
+
+
+class DataModuleRestoringSavedRank(SyntheticDataModule):
+    """Keeps its data-parallel rank in its state "to resume exactly where it was"; rank 0 writes the checkpoint, so
+    every rank resumes on rank 0's slice of the global batches."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {**super().state_dict(), "data_parallel_rank": resolve_data_parallel(self.trainer)[0]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.restored_rank = state_dict["data_parallel_rank"]
+
+    def train_dataloader(self) -> DataLoader:
+        loader = super().train_dataloader()
+        if hasattr(self, "restored_rank"):
+            loader.batch_sampler.data_parallel_rank = self.restored_rank
+        return loader
+
+
+class SingleProcessRNGCallback(RNGStateCallback):
+    """RNG checkpointing as written for one process: each rank returns its own stream without gathering the others,
+    but only rank 0's reaches the checkpoint, so every rank resumes with rank 0's random stream."""
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self._carried if self._carried is not None else capture_rng_state()}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._carried = state_dict["rng"]
+
+
+class StepSeededGPTRestoringRank(StepSeededGPT):
+    """Reseeds from (step, micro-batch, rank) but keeps the rank in the checkpoint, written by rank 0: after the
+    resume every rank draws rank 0's dropout masks."""
+
+    def on_fit_start(self) -> None:
+        self.stream_rank = getattr(self, "stream_rank", self.global_rank)
+
+    def seed_rank(self) -> int:
+        return self.stream_rank
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stream_rank"] = self.stream_rank
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.stream_rank = checkpoint["stream_rank"]
+
+
+class GPTRestoringTemperatureOnRankZero(PerRankDropoutGPT):
+    """Anneals a logit temperature each step, kept as a plain attribute (DDP broadcasts only parameters and
+    buffers) and restored by a ``rank_zero_only`` hook: rank 1 resumes at the initial temperature."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperature = 1.0
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return super().forward(tokens) / self.temperature
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.temperature *= 1.05
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["temperature"] = self.temperature
+
+    @rank_zero_only
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.temperature = checkpoint["temperature"]
+
+
+#: Kept outside the model and the checkpoint: survives a resume in the same process, not a real restart.
+_CURRICULUM = {"batches_seen": 0}
+
+
+class GPTWithModuleLevelCurriculum(TinyGPT):
+    """Grows the training sequence length with a batch count kept in a module-level dict: a resume in the process
+    that was interrupted carries the count over; a real restart begins the curriculum again."""
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step == 0:
+            _CURRICULUM["batches_seen"] = 0
+
+    def loss(self, batch: dict[str, torch.Tensor], *, training: bool) -> torch.Tensor:
+        if training:
+            _CURRICULUM["batches_seen"] += 1
+            length = min(batch["tokens"].shape[1], 4 + _CURRICULUM["batches_seen"])
+            batch = {**batch, "tokens": batch["tokens"][:, :length]}
+        return super().loss(batch, training=training)
+
+
 class MutantBaseRecipe(GPTRecipe):
     """The GPT recipe with one micro-batch per step: mutants then fail for their own bug only, on every supported
     Lightning (before 2.5, Lightning resumes a checkpoint saved in ``on_train_batch_end`` one batch early, which
@@ -131,19 +230,27 @@ class MutantBaseRecipe(GPTRecipe):
     datamodule_kwargs: ClassVar[Mapping[str, Any]] = {"global_batch_size": 4}
 
 
-def _recipe(name: str, **hooks: Any) -> type[unittest.TestCase]:
-    """The conformance class ``Mutant_<name>``: MutantBaseRecipe with some hooks or classes replaced."""
+class DDPMutantBaseRecipe(DDPGPTRecipe):
+    """The 2-rank DDP recipe with one micro-batch per rank and step (for the same reason as MutantBaseRecipe)."""
+
+    datamodule_kwargs: ClassVar[Mapping[str, Any]] = {"global_batch_size": 8}
+
+
+def _recipe(name: str, base: type = MutantBaseRecipe, **hooks: Any) -> type[unittest.TestCase]:
+    """The conformance class ``Mutant_<name>``: ``base`` with some hooks, classes or settings replaced."""
     wrapped = {key: classmethod(value) if callable(value) and not isinstance(value, type) else value
                for key, value in hooks.items()}
-    recipe = type(f"{name}Recipe", (MutantBaseRecipe,), wrapped)
-    return type(f"Mutant_{name}", (recipe, StopAndGoConformance, unittest.TestCase),
-                {"__module__": __name__, "__qualname__": f"Mutant_{name}"})
+    recipe = type(f"{name}Recipe", (base,), wrapped)
+    conformance_class = type(f"Mutant_{name}", (recipe, StopAndGoConformance, unittest.TestCase),
+                             {"__module__": __name__, "__qualname__": f"Mutant_{name}"})
+    globals()[conformance_class.__qualname__] = conformance_class  # its runs' fresh processes import it by name
+    return conformance_class
 
 
 _WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
                             "test_valid_loss", "test_final_weights"})
 
-STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
+_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rng_not_restored", "no RNG-state callback: dropout after the resume draws different masks",
         _recipe("rng_not_restored", make_callbacks=lambda cls: []),
@@ -222,10 +329,60 @@ STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = (
         may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_train_loss"},
     ),
     Mutant(
+        "rank_resumes_on_rank0_data", "2 ranks: the data module restores rank 0's data-parallel rank on every rank",
+        _recipe("rank_resumes_on_rank0_data", DDPMutantBaseRecipe, datamodule_class=DataModuleRestoringSavedRank),
+        kills={"test_train_inputs": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the resume)"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "rng_saved_for_rank0_only", "2 ranks: an RNG callback written for one process checkpoints rank 0's stream only",
+        _recipe("rng_saved_for_rank0_only", DDPMutantBaseRecipe, make_callbacks=lambda cls: [SingleProcessRNGCallback()]),
+        kills={"test_rng_state": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the resume)"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "ranks_share_dropout_after_resume", "2 ranks reseeding per step: the rank term is restored from rank 0",
+        _recipe("ranks_share_dropout_after_resume", DDPMutantBaseRecipe, model_class=StepSeededGPTRestoringRank,
+                make_callbacks=lambda cls: []),
+        kills={"test_rng_state": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the resume)"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "unbroadcast_state_restored_on_rank0", "2 ranks: a plain attribute DDP does not broadcast is restored by a "
+        "rank_zero_only hook",
+        _recipe("unbroadcast_state_restored_on_rank0", DDPMutantBaseRecipe,
+                model_class=GPTRestoringTemperatureOnRankZero),
+        kills={"test_train_outputs": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the "
+                                     "resume)"},
+        may_also_fail=_WEIGHTS_DRIFT,
+    ),
+    Mutant(
+        "elastic_position_not_translated", "2 ranks resumed on 1: the data module keeps Lightning's per-rank count of "
+        "micro-batches as saved, so gradient accumulation windows straddle global batches",
+        _recipe("elastic_position_not_translated", ElasticGPTRecipe, datamodule_class=UntranslatedElasticDataModule,
+                num_steps=6, stop_step=3, elastic_resume_world_sizes=(1,)),
+        kills={"test_elastic_resume": "2 -> 1 ranks: optimizer step 4 trained on samples"},
+    ),
+    Mutant(
+        "module_level_state", "a curriculum counter in a module-level dict: only a resume in the interrupted "
+        "process carries it over (killed by the fresh-process resume)",
+        _recipe("module_level_state", model_class=GPTWithModuleLevelCurriculum),
+        kills={"test_train_outputs": "first divergence at optimizer step 5, micro-batch 0 (after the resume)"},
+        # shorter sequences draw fewer dropout masks, so the random stream moves on differently
+        may_also_fail=_WEIGHTS_DRIFT | {"test_rng_state"},
+    ),
+    Mutant(
         "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
         _recipe("nothing_trained",
                 trainer_kwargs=lambda cls: {**MutantBaseRecipe.trainer_kwargs(), "limit_train_batches": 0}),
         kills={"test_runs_trained": "the continuous run recorded no optimizer step"},
         may_also_fail=frozenset(StopAndGoConformance.check_names()),
     ),
+)
+
+#: Every mutant; test_elastic_resume skips (saying why) where the broken recipe declares no elastic resume.
+STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = tuple(
+    mutant if mutant.conformance_class.elastic_resume_world_sizes
+    else dataclasses.replace(mutant, skips=mutant.skips | {"test_elastic_resume"})
+    for mutant in _MUTANTS
 )

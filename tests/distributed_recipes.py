@@ -1,0 +1,49 @@
+"""Multi-rank stop-and-go classes for the process tests: a rank that crashes, a rank that hangs, and the module
+whose fresh processes import them (not collected itself: the classes are reached as attributes of this module)."""
+
+from __future__ import annotations
+
+import time
+import unittest
+from typing import Any
+
+import torch
+
+from conformance import StopAndGoConformance
+from reference_models.mutants.stop_and_go import DDPMutantBaseRecipe
+from reference_models.recipes import PerRankDropoutGPT
+
+
+class GPTCrashingOnRankOne(PerRankDropoutGPT):
+    """Rank 1 raises in the second optimizer step; rank 0 would wait for it in the gradient all-reduce."""
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.global_rank == 1 and self.trainer.global_step == 1:
+            raise RuntimeError("rank 1 ran out of memory (simulated)")
+        return super().training_step(batch, batch_idx)
+
+
+class GPTHangingOnRankOne(PerRankDropoutGPT):
+    """Rank 1 stops making progress in the second optimizer step (a deadlock, a stuck file system)."""
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.global_rank == 1 and self.trainer.global_step == 1:
+            time.sleep(3600)
+        return super().training_step(batch, batch_idx)
+
+
+class CrashingRank(DDPMutantBaseRecipe, StopAndGoConformance, unittest.TestCase):
+    model_class = GPTCrashingOnRankOne
+    num_steps = 4
+    stop_step = 2
+
+
+class HangingRank(DDPMutantBaseRecipe, StopAndGoConformance, unittest.TestCase):
+    model_class = GPTHangingOnRankOne
+    num_steps = 4
+    stop_step = 2
+    process_deadline_s = 40.0
+
+    @classmethod
+    def make_callbacks(cls) -> list[Any]:
+        return DDPMutantBaseRecipe.make_callbacks()

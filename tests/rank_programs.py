@@ -1,0 +1,45 @@
+"""Tiny rank programs for the launcher's tests: each rank does what the payload's ``behaviour[rank]`` says.
+
+    python -m tests.rank_programs SPEC.json
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    rank = spec["rank"]
+    behaviour = spec["behaviour"][rank]
+    if behaviour == "ok":
+        Path(spec["output"]).write_text(json.dumps({"rank": rank}))
+    elif behaviour == "error":
+        Path(spec["output"]).write_text(json.dumps({"rank": rank, "error": f"ValueError: rank {rank} went wrong"}))
+    elif behaviour == "exit":
+        print(f"rank {rank} gives up", flush=True)
+        sys.exit(3)
+    elif behaviour == "hang":
+        time.sleep(3600)
+    elif behaviour == "hang_with_child":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        Path(spec["child_pid_file"]).write_text(str(child.pid))
+        time.sleep(3600)
+    elif behaviour == "chatty":
+        for line in range(40_000):
+            print(f"line {line} of a rank that writes far more than a pipe buffer holds")
+        Path(spec["output"]).write_text(json.dumps({"rank": rank}))
+    elif behaviour == "planned_kill":
+        from conformance.runs.processes import exit_by_signal_as_planned  # imports the kit: only where needed
+
+        exit_by_signal_as_planned()
+    else:
+        raise ValueError(f"unknown behaviour {behaviour!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The rank-process launcher cannot hang or leak: failures and deadlines stop every rank, output goes to files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from conformance.runs.processes import RankJob, RankLog, finish_jobs
+
+
+def run(*behaviour: str, deadline_s: float = 60, **payload: str) -> tuple[RankJob, float]:
+    """Run ``tests.rank_programs`` with one behaviour per rank; the finished job and its wall time."""
+    started = time.monotonic()
+    job = RankJob("tests.rank_programs", {"behaviour": list(behaviour), **payload}, len(behaviour),
+                  deadline_s=deadline_s, distributed=False)
+    finish_jobs([job])
+    return job, time.monotonic() - started
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class TestRankJob(unittest.TestCase):
+    def test_ranks_that_succeed_report_their_logs(self) -> None:
+        job, _ = run("ok", "ok")
+        self.assertEqual([exit_.as_log(RankLog) for exit_ in job.exits()], [RankLog(rank=0), RankLog(rank=1)])
+        self.assertFalse(job.folder.exists(), "the temporary folder is removed once the ranks are gone")
+
+    def test_a_hung_rank_is_killed_at_the_deadline(self) -> None:
+        job, seconds = run("ok", "hang", deadline_s=3)
+        self.assertLess(seconds, 3 + 5)
+        hung = job.exits()[1].as_log(RankLog)
+        self.assertIn("rank 1 was still running at the deadline of 3 s and was killed", hung.error)
+        self.assertEqual(hung.killed_by_signal, 9)
+        self.assertIsNone(job.exits()[0].as_log(RankLog).error)
+
+    def test_a_crashed_rank_stops_its_peers_at_once(self) -> None:
+        job, seconds = run("hang", "exit", deadline_s=120)
+        self.assertLess(seconds, 30, "the hanging peer is stopped when the other rank fails, not at the deadline")
+        crashed, stopped = job.exits()[1].as_log(RankLog), job.exits()[0].as_log(RankLog)
+        self.assertIn("rank 1 exited with exit code 3 and wrote no log", crashed.error)
+        self.assertIn("rank 1 gives up", crashed.error, "the end of its output is shown")
+        self.assertIn("rank 0 was stopped by the kit because rank 1 failed first", stopped.error)
+
+    def test_a_rank_reporting_an_error_stops_its_peers(self) -> None:
+        job, seconds = run("error", "hang", deadline_s=120)
+        self.assertLess(seconds, 30)
+        self.assertEqual(job.exits()[0].as_log(RankLog).error, "ValueError: rank 0 went wrong")
+        self.assertIn("stopped by the kit because rank 0 failed first", job.exits()[1].as_log(RankLog).error)
+
+    def test_killing_a_rank_kills_its_own_children(self) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            pid_file = Path(folder) / "child.pid"
+            run("hang_with_child", "exit", child_pid_file=str(pid_file))
+            child = int(pid_file.read_text())
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(alive(child), "a loader worker or other child of a killed rank must not outlive it")
+
+    def test_output_goes_to_a_file_so_a_chatty_rank_cannot_block(self) -> None:
+        job, _ = run("chatty", "ok", deadline_s=60)
+        self.assertIsNone(job.exits()[0].as_log(RankLog).error)
+        self.assertIn("line 39999", job.exits()[0].output)
+
+    def test_a_planned_kill_by_signal_is_no_failure_and_stops_no_peer(self) -> None:
+        job, _ = run("planned_kill", "ok")
+        log = job.exits()[0].as_log(RankLog)
+        self.assertEqual((log.error, log.killed_by_signal), (None, 9))
+        self.assertIsNone(job.exits()[1].stopped_by_kit)
+
+
+if __name__ == "__main__":
+    unittest.main()
