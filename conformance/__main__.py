@@ -29,6 +29,14 @@ def conformance_classes(module_name: str) -> list[type[unittest.TestCase]]:
             if inspect.isclass(value) and issubclass(value, unittest.TestCase) and issubclass(value, ConformanceSuite)]
 
 
+def _defines(module_name: str, name: str) -> bool:
+    """Whether module ``module_name`` imports and defines ``name`` (a class passed as if it were a module)."""
+    try:
+        return hasattr(importlib.import_module(module_name), name)
+    except ImportError:
+        return False
+
+
 def _module_name(argument: str, parser: argparse.ArgumentParser) -> str:
     """``argument`` as a module name: a dotted name as it is, a path to a ``.py`` file below this folder converted."""
     if not argument.endswith(".py") and "/" not in argument and os.sep not in argument:
@@ -63,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             classes += conformance_classes(module_name)
         except ImportError as exc:
+            parent, _, name = module_name.rpartition(".")
+            hint = (f"; to certify one class, pass its module and -k: certify {parent} -k {name}"
+                    if parent and _defines(parent, name) else "")
             parser.error(f"cannot import {module_name!r}: {exc}; pass an importable module (run from your repo "
-                         "root or install it)")
+                         f"root or install it){hint}")
     if args.pattern:
         classes = [cls for cls in classes if args.pattern in cls.__qualname__]
     if not classes:

@@ -217,8 +217,10 @@ class ComparisonResult:
         else:
             plural = "" if count == 1 else "s"
             lines = [f"{count} difference{plural} in {self.leaves_compared} compared leaves."]
-        if self.worst is not None:
+        if self.worst is not None and (self.ok or self.worst.usage > 1):
             lines.append(f"Worst leaf: {self.worst}")
+        elif self.worst is not None:  # the differences are in exactly compared (integer, bool, other) leaves
+            lines.append(f"Every floating-point leaf is within its tolerance (closest: {self.worst})")
         lines.extend(f"  {difference}" for difference in shown)
         if count > len(shown):
             lines.append(f"... and {count - len(shown)} more difference{'' if count - len(shown) == 1 else 's'}")

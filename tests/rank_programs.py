@@ -33,6 +33,18 @@ def main() -> None:
         for line in range(40_000):
             print(f"line {line} of a rank that writes far more than a pipe buffer holds")
         Path(spec["output"]).write_text(json.dumps({"rank": rank}))
+    elif behaviour == "rendezvous":
+        import datetime
+
+        import torch.distributed as dist
+
+        try:
+            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+            dist.barrier()
+            dist.destroy_process_group()
+            Path(spec["output"]).write_text(json.dumps({"rank": rank}))
+        except Exception as exc:  # noqa: BLE001 - reported as the kit's ranks report failures
+            Path(spec["output"]).write_text(json.dumps({"rank": rank, "error": f"{type(exc).__name__}: {exc}"}))
     elif behaviour == "planned_kill":
         from conformance.runs.processes import exit_by_signal_as_planned  # imports the kit: only where needed
 

@@ -77,6 +77,12 @@ class TestCertifyCommand(unittest.TestCase):
             self.assertEqual(process.returncode, 2)
             self.assertIn("lies outside the current folder", process.stderr)
 
+    def test_a_class_passed_as_a_module_points_to_k(self) -> None:
+        process, _, folder = certify("reference_models.certify.TestTinyBERTStopAndGo")
+        with folder:
+            self.assertEqual(process.returncode, 2)
+            self.assertIn("certify reference_models.certify -k TestTinyBERTStopAndGo", process.stderr)
+
     def test_unimportable_module_is_named(self) -> None:
         process, _, folder = certify("no_such_module_here")
         with folder:

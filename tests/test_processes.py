@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
-from conformance.runs.processes import RankJob, RankLog, finish_jobs
+from conformance.runs.processes import RankJob, RankLog, _free_port, finish_jobs
 
 
 def run(*behaviour: str, deadline_s: float = 60, **payload: str) -> tuple[RankJob, float]:
@@ -70,6 +72,17 @@ class TestRankJob(unittest.TestCase):
         job, _ = run("chatty", "ok", deadline_s=60)
         self.assertIsNone(job.exits()[0].as_log(RankLog).error)
         self.assertIn("line 39999", job.exits()[0].output)
+
+    def test_a_rendezvous_port_taken_meanwhile_is_replaced(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = taken.getsockname()[1]
+            with mock.patch("conformance.runs.processes._free_port", side_effect=[busy, _free_port()]) as ports:
+                job = RankJob("tests.rank_programs", {"behaviour": ["rendezvous", "rendezvous"]}, 2, deadline_s=120)
+                finish_jobs([job])
+        self.assertEqual(ports.call_count, 2, "started again on another port")
+        self.assertEqual([exit_.as_log(RankLog).error for exit_ in job.exits()], [None, None])
 
     def test_a_planned_kill_by_signal_is_no_failure_and_stops_no_peer(self) -> None:
         job, _ = run("planned_kill", "ok")

@@ -3,10 +3,13 @@ in a fresh process finds what a resume in the same process hides."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 import unittest
 
 from conformance.report import run_classes
+from conformance.runs.fit import FitPlan, run_fits
+from reference_models import certify
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
 from tests import distributed_recipes
 
@@ -34,6 +37,22 @@ class TestFailingRanks(unittest.TestCase):
         message = report.outcome("HangingRank", "test_runs_trained").message
         self.assertRegex(message, r"the continuous run failed on rank [01]")
         self.assertRegex(message, r"deadline of 40 s and was killed|timed out|Timeout|stopped by the kit")
+
+
+class TestRecordsOnTwoRanks(unittest.TestCase):
+    def test_each_rank_records_the_forward_outputs_and_the_loss_training_step_returned(self) -> None:
+        """Under DDP Lightning routes training_step through the module's __call__: the forward hook must not take
+        the step's output for a forward output; and the loss is recorded undivided by the accumulation (2)."""
+        recipe = certify.TestTinyGPTDDPStopAndGo
+        with tempfile.TemporaryDirectory() as folder:
+            [ranks] = run_fits(recipe, [FitPlan("run", folder, max_steps=2, seed=0)], in_process=False,
+                               deadline_s=300)
+            self.assertEqual([run.error for run in ranks], [None, None])
+            for run in ranks:
+                key = run.records.keys("train_outputs")[0]
+                outputs = run.records.read("train_outputs", key)
+                self.assertEqual([tuple(output.shape) for output in outputs], [(4, 15, 64)], f"rank {run.rank}")
+                self.assertGreater(float(run.records.read("train_loss", key)), 3.5, "about ln(64), not half of it")
 
 
 class TestFreshProcessResume(unittest.TestCase):

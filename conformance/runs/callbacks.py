@@ -94,6 +94,10 @@ class ProgressPrinter(pl.Callback):
         self._stream: TextIO = os.fdopen(int(fd), "w", closefd=False) if fd else sys.stderr
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._shown = trainer.global_step  # a resumed run shows its first own step first
+
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.global_step != self._shown:

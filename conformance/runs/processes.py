@@ -219,8 +219,9 @@ class RankJob:
             process.wait()
 
     def _port_was_taken(self) -> bool:
+        """Whether a rank failed because the rendezvous port was taken meanwhile (then the job starts again)."""
         return self.distributed and any(
-            self._failed(rank) and "address already in use" in self._output(rank).lower()
+            self._failed(rank) and "address already in use" in (self._output(rank) + str(self._result(rank))).lower()
             for rank in range(self.world_size))
 
     def _exit(self, rank: int) -> RankExit:

@@ -109,7 +109,7 @@ class CheckAssertions:
         failed = rank_errors(results)
         if failed:
             self.fail_check(f"the {run} run failed, so nothing can be certified",
-                            detail="\n".join(f"rank {rank}: {error}" for rank, error in failed))
+                            detail="\n".join(f"rank {rank}: {error_tail(error)}" for rank, error in failed))
 
     def note_detail(self, worst: LeafStat | None, summary: str) -> None:
         """Remember what the running check measured, for the report of the ``certify`` command."""

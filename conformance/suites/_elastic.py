@@ -65,8 +65,11 @@ def elastic_problems(label: str, expected: dict[int, GlobalStep], actual: dict[i
     for step in sorted(set(expected) & set(actual)):
         want, got = expected[step], actual[step]
         if got.sample_ids != want.sample_ids:
+            hint = "" if any("trained on samples" in problem for problem in problems) else (
+                " (the uninterrupted run is the reference; if it is the one that repeats or skips samples, "
+                "DataModuleResumeConformance on the data module shows where)")
             problems.append(f"{label}: optimizer step {step} trained on samples {listing(got.sample_ids, 8)} (as a "
-                            f"set over ranks), the uninterrupted run on {listing(want.sample_ids, 8)}")
+                            f"set over ranks), the uninterrupted run on {listing(want.sample_ids, 8)}{hint}")
             continue
         if not got.losses or not want.losses:
             problems.append(f"{label}: optimizer step {step} recorded no training loss to compare")

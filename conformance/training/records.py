@@ -184,6 +184,10 @@ class TrainingRecorder(pl.Callback):
         self.consumed_samples = consumed_samples
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._forward_outputs: list[Any] | None = None
+        #: training_step or validation_step calls in progress: forward calls are observed only inside one (under
+        #: DDP, Lightning routes the step itself through the module's __call__, so its forward hook also fires
+        #: around the whole step, with the step's output).
+        self._steps_running = 0
         #: What training_step returned, as it returned it (Lightning divides the loss it passes to
         #: on_train_batch_end by the gradient accumulation).
         self._step_output: Any = None
@@ -198,6 +202,7 @@ class TrainingRecorder(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._hook = pl_module.register_forward_hook(self._capture_forward)
         wrap_method(pl_module, "training_step", self._observe_training_step)
+        wrap_method(pl_module, "validation_step", self._inside_step)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -205,6 +210,7 @@ class TrainingRecorder(pl.Callback):
             self._hook.remove()
             self._hook = None
         unwrap_method(pl_module, "training_step")
+        unwrap_method(pl_module, "validation_step")
 
     def _observe_training_step(self, training_step: Callable[..., Any], args: tuple[Any, ...],
                                kwargs: dict[str, Any]) -> Any:
@@ -213,11 +219,18 @@ class TrainingRecorder(pl.Callback):
         key = (self._batch_step, self._micro_batch)
         self.store.write("rng_state", key, capture_rng_state())
         self.store.write("train_inputs", key, args[0] if args else kwargs.get("batch"))  # before any in-place change
-        self._step_output = training_step(*args, **kwargs)
+        self._step_output = self._inside_step(training_step, args, kwargs)
         return self._step_output
 
+    def _inside_step(self, step: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._steps_running += 1
+        try:
+            return step(*args, **kwargs)
+        finally:
+            self._steps_running -= 1
+
     def _capture_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if self._forward_outputs is not None:
+        if self._forward_outputs is not None and self._steps_running:
             self._forward_outputs.append(to_record(output))
 
     # --- training --------------------------------------------------------------------------------------------
