@@ -32,7 +32,7 @@ def child(steps: int, record: bool) -> None:
     import lightning.pytorch as pl
 
     from conformance import StopAndGoConformance
-    from conformance.runs.fit import fit_run
+    from conformance.runs.fit import FitPlan, fit_run
     from reference_models.data import SyntheticDataModule
     from reference_models.gpt import TinyGPT
     from reference_models.recipes import GPTRecipe
@@ -58,7 +58,7 @@ def child(steps: int, record: bool) -> None:
             return [*super().make_callbacks(), SampleRSS()]
 
     with tempfile.TemporaryDirectory() as work:
-        outcome = fit_run(WideRecipe, "run", Path(work), max_steps=steps, seed=0, record=record)
+        outcome = fit_run(WideRecipe, FitPlan("run", work, max_steps=steps, seed=0, record=record))
         if outcome.error:
             raise RuntimeError(outcome.error)
         on_disk = sum(f.stat().st_size for f in Path(work).rglob("*") if f.is_file()) / 2**20

@@ -1,10 +1,12 @@
-"""Benchmark: a whole StopAndGoConformance class (runs + recording + every check) vs the same three runs bare.
+"""Benchmark: what certifying a recipe costs over training it, in this process and in fresh rank processes.
 
-The bare runs are the continuous, interrupted (with its checkpoint) and resumed trainings without recorders or
-checks; the ratio is the cost of certifying. Bare and whole runs alternate ``--repeats`` times in one process, so
-both see the same machine; minimum and median are reported.
+Per class: *bare* is the continuous, interrupted and resumed trainings without recorders or checks, in this
+process (one rank) or in rank processes (two); *in-process suite* is the whole class (recorded runs and every
+check) with ``resume_in_fresh_process = False``; *fresh-process suite* is the class as adopters run it, every run
+in new processes (the resumed one included), continuous and interrupted at once. All columns of a class alternate
+``--repeats`` times in one process, so they see the same machine; minimum and median are reported.
 
-    python bench/bench_stop_and_go_overhead.py [--repeats 7]
+    python bench/bench_stop_and_go_overhead.py [--repeats 3]
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import sys
 import tempfile
 import time
 import unittest
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conformance import StopAndGoConformance
 from conformance.report import run_classes
-from conformance.runs.callbacks import Interruption
-from conformance.runs.fit import fit_run
-from reference_models.certify import TestTinyBERTStopAndGo, TestTinyGPTStopAndGo
+from conformance.runs.fit import FitPlan, run_fits
+from reference_models.certify import TestTinyBERTStopAndGo, TestTinyGPTDDPStopAndGo, TestTinyGPTStopAndGo
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
 from reference_models.recipes import GPTRecipe
@@ -33,6 +35,8 @@ from reference_models.transformer import TransformerConfig
 
 class WiderGPTStopAndGo(GPTRecipe, StopAndGoConformance, unittest.TestCase):
     """The GPT recipe at width 256, 4 layers, 64 tokens (~3.3M parameters): steps of tens of milliseconds."""
+
+    resume_in_fresh_process = False  # defined in a script run as __main__: fresh processes could not import it
 
     @classmethod
     def make_model(cls) -> TinyGPT:
@@ -44,25 +48,27 @@ class WiderGPTStopAndGo(GPTRecipe, StopAndGoConformance, unittest.TestCase):
 
 
 def bare_runs(cls: type) -> float:
-    """Seconds for the suite's three trainings without recorders."""
+    """Seconds for the class's three trainings without recorders (in this process when it has one rank)."""
     work = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     try:
+        checkpoint = str(work / "interrupted.ckpt")
+        plan = {"work_dir": str(work), "max_steps": cls.num_steps, "seed": cls.seed, "record": False}
+        run = {"in_process": cls.world_size() == 1, "deadline_s": 600}
         started = time.perf_counter()
-        checkpoint = work / "interrupted.ckpt"
-        common = {"work_dir": work, "max_steps": cls.num_steps, "seed": cls.seed, "record": False}
-        fit_run(cls, "continuous", **common)
-        fit_run(cls, "interrupted", interruption=Interruption(cls.stop_step, cls.interruption, checkpoint), **common)
-        outcome = fit_run(cls, "resumed", resume_from=checkpoint, **common)
+        run_fits(cls, [FitPlan("continuous", **plan)], **run)
+        run_fits(cls, [FitPlan("interrupted", stop_step=cls.stop_step, interruption="crash", checkpoint=checkpoint,
+                               **plan)], **run)
+        [resumed] = run_fits(cls, [FitPlan("resumed", resume_from=checkpoint, **plan)], **run)
         elapsed = time.perf_counter() - started
-        if outcome.error:
-            raise RuntimeError(outcome.error)
+        if any(rank.error for rank in resumed):
+            raise RuntimeError(next(rank.error for rank in resumed if rank.error))
         return elapsed
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def whole_suite(cls: type[unittest.TestCase]) -> float:
-    """Seconds for set-up (three recorded runs) plus every check of the class."""
+    """Seconds for set-up (the recorded runs) plus every check of the class."""
     started = time.perf_counter()
     report = run_classes([cls])
     elapsed = time.perf_counter() - started
@@ -71,21 +77,38 @@ def whole_suite(cls: type[unittest.TestCase]) -> float:
     return elapsed
 
 
+def in_process(cls: type) -> type | None:
+    """``cls`` with its runs in this process, or None when it has several ranks (those always run in processes)."""
+    if cls.world_size() > 1:
+        return None
+    return type(cls.__name__, (cls,), {"resume_in_fresh_process": False})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     bare_runs(TestTinyGPTStopAndGo)  # warm-up: imports, first-call allocations
-    print(f"{'class':<24} {'bare 3 runs [s]':>16} {'whole suite [s]':>16} {'ratio':>6}  "
-          f"(min and median of {args.repeats}, bare and whole interleaved)")
-    for cls in (TestTinyGPTStopAndGo, TestTinyBERTStopAndGo, WiderGPTStopAndGo):
-        bare, whole = [], []
+    columns: dict[str, Callable[[type], type | None]] = {
+        "bare 3 runs": lambda cls: cls,
+        "in-process suite": in_process,
+        "fresh-process suite": lambda cls: None if not cls.resume_in_fresh_process else cls,
+    }
+    print(f"{'class':<24} {'ranks':>5} " + " ".join(f"{name + ' [s]':>22}" for name in columns)
+          + f" {'fresh/bare':>10}  (min and median of {args.repeats}, columns interleaved)")
+    for cls in (TestTinyGPTStopAndGo, TestTinyBERTStopAndGo, TestTinyGPTDDPStopAndGo, WiderGPTStopAndGo):
+        times: dict[str, list[float]] = {name: [] for name in columns}
         for _ in range(args.repeats):
-            bare.append(bare_runs(cls))
-            whole.append(whole_suite(cls))
+            for name, variant in columns.items():
+                target = variant(cls)
+                if target is not None:
+                    times[name].append(bare_runs(cls) if name == "bare 3 runs" else whole_suite(target))
         for label, pick in (("min", min), ("median", statistics.median)):
-            print(f"{cls.__name__:<24} {pick(bare):>16.2f} {pick(whole):>16.2f} {pick(whole) / pick(bare):>5.2f}x"
-                  f"  {label}")
+            picked = {name: pick(values) if values else None for name, values in times.items()}
+            cells = " ".join(f"{value:>22.2f}" if value is not None else f"{'-':>22}" for value in picked.values())
+            fresh, bare = picked["fresh-process suite"], picked["bare 3 runs"]
+            ratio = f"{fresh / bare:>9.2f}x" if fresh is not None else f"{'-':>10}"
+            print(f"{cls.__name__:<24} {cls.world_size():>5} {cells} {ratio}  {label}")
 
 
 if __name__ == "__main__":
