@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,6 +46,11 @@ def main() -> None:
             Path(spec["output"]).write_text(json.dumps({"rank": rank}))
         except Exception as exc:  # noqa: BLE001 - reported as the kit's ranks report failures
             Path(spec["output"]).write_text(json.dumps({"rank": rank, "error": f"{type(exc).__name__}: {exc}"}))
+    elif behaviour == "environment":
+        from lightning.pytorch.utilities import rank_zero_only
+
+        Path(spec["output"]).write_text(json.dumps({"SOMETHING_NEW": os.environ.get("SOMETHING_NEW"),
+                                                    "rank_zero_only": rank_zero_only.rank, "session": os.getsid(0)}))
     elif behaviour == "planned_kill":
         from conformance.runs.processes import exit_by_signal_as_planned  # imports the kit: only where needed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -10,6 +11,7 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
+from conformance.runs.forkserver import fork_server
 from conformance.runs.processes import RankJob, RankLog, _free_port, finish_jobs
 
 
@@ -93,3 +95,28 @@ class TestRankJob(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestRankJobWithoutForkServer(TestRankJob):
+    """The same guarantees where ranks are started as new interpreters (no os.fork, or CONFORMANCE_FORK_SERVER=0)."""
+
+    def setUp(self) -> None:
+        patcher = mock.patch.dict(os.environ, {"CONFORMANCE_FORK_SERVER": "0"})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+
+class TestForkServer(unittest.TestCase):
+    def test_forked_ranks_take_the_request_environment_and_their_own_session(self) -> None:
+        server = fork_server()
+        self.assertIsNotNone(server)
+        with tempfile.TemporaryDirectory() as folder:
+            output, spec, result = (Path(folder) / name for name in ("out.txt", "spec.json", "result.json"))
+            spec.write_text(json.dumps({"rank": 0, "behaviour": ["environment"], "output": str(result)}))
+            process = server.spawn("tests.rank_programs", [str(spec)], output=str(output),
+                                   env={**os.environ, "RANK": "1", "SOMETHING_NEW": "yes"})
+            self.assertEqual(process.wait(), 0, output.read_text())
+            seen = json.loads(result.read_text())
+        self.assertEqual(seen["SOMETHING_NEW"], "yes")
+        self.assertEqual(seen["rank_zero_only"], 1, "Lightning's rank as read at import, set again from RANK")
+        self.assertEqual(seen["session"], process.pid, "its own session, so killing it takes its children along")

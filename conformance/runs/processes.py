@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from conformance.errors import ConformanceSetupError
+from conformance.runs.forkserver import PROGRESS_FD_ENV, ForkedProcess, fork_server
 
 __all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RankJob", "RankLog", "exit_by_signal_as_planned", "failure_text",
            "finish_jobs", "importable_name", "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
@@ -42,8 +43,6 @@ PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
 _DEFAULT_PROCESS_GROUP_TIMEOUT = 60.0
 #: Where a rank that ends itself by a signal on purpose leaves a note first (see exit_by_signal_as_planned).
 _PLANNED_EXIT_ENV = "CONFORMANCE_PLANNED_EXIT_FILE"
-#: The file descriptor on which a rank process may show progress (the parent's stderr; otherwise output is a file).
-PROGRESS_FD_ENV = "CONFORMANCE_PROGRESS_FD"
 #: A failed rank's report shows this much of the end of its output.
 OUTPUT_TAIL_CHARS = 4000
 _PORT_ATTEMPTS = 3
@@ -143,7 +142,7 @@ class RankJob:
         self._started = time.monotonic()
         self._stop_reason: dict[int, str] = {}
         port = _free_port()
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._processes: list[subprocess.Popen[bytes] | ForkedProcess] = []
         for rank in range(self.world_size):
             for stale in (self._result_path(rank), self._planned_path(rank)):
                 stale.unlink(missing_ok=True)
@@ -156,18 +155,8 @@ class RankJob:
                 env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(self.world_size),
                             "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "NODE_RANK": "0",
                             "LOCAL_WORLD_SIZE": str(self.world_size)})
-            passed: tuple[int, ...] = ()
-            if rank == 0 and os.environ.get("CONFORMANCE_PROGRESS"):  # rank 0 shows progress on our stderr
-                passed = (os.dup(sys.stderr.fileno()),)  # a copy: the child's own fd 2 is its output file
-                env[PROGRESS_FD_ENV] = str(passed[0])
-            try:
-                with open(self._output_path(rank), "wb") as output:
-                    self._processes.append(subprocess.Popen(
-                        [sys.executable, "-m", self.module, str(spec)], env=env, stdout=output,
-                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=passed))
-            finally:
-                for fd in passed:
-                    os.close(fd)
+            self._processes.append(_start_process(self.module, str(spec), env, self._output_path(rank),
+                                                  show_progress=rank == 0 and bool(os.environ.get("CONFORMANCE_PROGRESS"))))
 
     def poll(self) -> bool:
         """Look at every rank once; stop the others on a failure or at the deadline. True when all have ended."""
@@ -247,7 +236,28 @@ class RankJob:
         return self.folder / f"output{rank}.txt"
 
 
-def with_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def _start_process(module: str, spec: str, env: dict[str, str], output: Path, *, show_progress: bool
+                   ) -> subprocess.Popen[bytes] | ForkedProcess:
+    """``python -m module spec`` in its own session, output to the file ``output``: forked by this process's fork
+    server where there is one (milliseconds instead of seconds of imports), else a new interpreter."""
+    server = fork_server()
+    if server is not None:
+        if show_progress:
+            env[PROGRESS_FD_ENV] = "the fork server's stderr"  # the child puts its own copy of that fd here
+        return server.spawn(module, [spec], env=env, output=str(output))
+    passed = (os.dup(sys.stderr.fileno()),) if show_progress else ()  # a copy: the child's fd 2 is its output file
+    if passed:
+        env[PROGRESS_FD_ENV] = str(passed[0])
+    try:
+        with open(output, "wb") as file:
+            return subprocess.Popen([sys.executable, "-m", module, spec], env=env, stdout=file,
+                                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=passed)
+    finally:
+        for fd in passed:
+            os.close(fd)
+
+
+def with_group(process: subprocess.Popen[bytes] | ForkedProcess, signum: int) -> None:
     """Send ``signum`` to ``process`` and its process group (its loader workers), if it still runs."""
     try:
         os.killpg(process.pid, signum)
