@@ -11,7 +11,7 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-from conformance.runs.forkserver import fork_server
+from conformance.runs.forkserver import PRELOADED, fork_server, preloaded
 from conformance.runs.processes import RankJob, RankLog, _free_port, finish_jobs
 
 
@@ -120,3 +120,7 @@ class TestForkServer(unittest.TestCase):
         self.assertEqual(seen["SOMETHING_NEW"], "yes")
         self.assertEqual(seen["rank_zero_only"], 1, "Lightning's rank as read at import, set again from RANK")
         self.assertEqual(seen["session"], process.pid, "its own session, so killing it takes its children along")
+
+    def test_more_libraries_can_be_preloaded_by_name(self) -> None:
+        with mock.patch.dict(os.environ, {"CONFORMANCE_PRELOAD": " numpy, json ,"}):
+            self.assertEqual(preloaded(), [*PRELOADED, "numpy", "json"])

@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Any
 
-__all__ = ["PRELOADED", "PROGRESS_FD_ENV", "ForkServer", "ForkedProcess", "fork_server", "serve"]
+__all__ = ["PRELOADED", "PROGRESS_FD_ENV", "ForkServer", "ForkedProcess", "fork_server", "preloaded", "serve"]
 
 #: What the server imports before forking: the cost every rank process would otherwise pay.
 PRELOADED = ("torch", "lightning.pytorch", "conformance")
@@ -37,9 +37,16 @@ _RANK_AT_IMPORT = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.ut
                    "lightning_utilities.core.rank_zero")
 
 
+def preloaded() -> list[str]:
+    """:data:`PRELOADED`, then the modules named in ``CONFORMANCE_PRELOAD`` (comma-separated): heavy libraries a
+    recipe imports (NeMo, Megatron-core), imported once by the server instead of by every rank."""
+    extra = [name.strip() for name in os.environ.get("CONFORMANCE_PRELOAD", "").split(",") if name.strip()]
+    return [*PRELOADED, *extra]
+
+
 def serve() -> None:
     """Answer fork requests on stdin until it closes."""
-    for module in PRELOADED:
+    for module in preloaded():
         __import__(module)
     stdin = sys.stdin.fileno()
     pending = b""
