@@ -3,7 +3,7 @@
 Per class: *bare* is the continuous, interrupted and resumed trainings without recorders or checks, in this
 process (one rank) or in rank processes (two); *in-process suite* is the whole class (recorded runs and every
 check) with ``resume_in_fresh_process = False``; *fresh-process suite* is the class as adopters run it, every run
-in new processes (the resumed one included), continuous and interrupted at once. All columns of a class alternate
+in new processes forked from the kit's fork server (the resumed one included). All columns of a class alternate
 ``--repeats`` times in one process, so they see the same machine; minimum and median are reported.
 
     python bench/bench_stop_and_go_overhead.py [--repeats 3]

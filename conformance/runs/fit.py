@@ -29,7 +29,6 @@ from conformance.runs.callbacks import (
     StallGuard,
 )
 from conformance.runs.processes import (
-    RankJob,
     RankLog,
     finish_jobs,
     process_group_timeout,
@@ -143,21 +142,21 @@ def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
 
 def run_fits(recipe: Recipe, plans: Sequence[FitPlan], *, in_process: bool, deadline_s: float
              ) -> list[list[RunOutcome]]:
-    """Run ``plans`` and return each one's outcome per rank.
+    """Run ``plans`` one after the other and return each one's outcome per rank: in this process (one rank), or in
+    fresh processes, one per rank (``trainer_kwargs()``'s devices), killed at ``deadline_s``.
 
-    In process: one after the other, one rank each. Otherwise all at once, each in fresh processes, one per rank
-    (``trainer_kwargs()``'s devices), killed at ``deadline_s``.
+    Never two runs at once: two processes using every core each (torch's intra-op threads) slow each other down
+    many times over, and a run must see the same machine as the run it is compared with.
     """
     if in_process:
         return [[_outcome(plan, fit_run(recipe, plan))] for plan in plans]
-    jobs: list[RankJob] = []
-    try:
-        for plan in plans:
-            jobs.append(start_recipe_job(__name__, recipe, plan, world_size_of(plan.trainer_kwargs(recipe)),
-                                         deadline_s=deadline_s, owner_of=""))
-    finally:
-        finish_jobs(jobs)
-    return [[_outcome(plan, exit_.as_log(FitLog)) for exit_ in job.exits()] for plan, job in zip(plans, jobs)]
+    outcomes = []
+    for plan in plans:
+        job = start_recipe_job(__name__, recipe, plan, world_size_of(plan.trainer_kwargs(recipe)),
+                               deadline_s=deadline_s, owner_of="")
+        finish_jobs([job])
+        outcomes.append([_outcome(plan, exit_.as_log(FitLog)) for exit_ in job.exits()])
+    return outcomes
 
 
 def _outcome(plan: FitPlan, log: FitLog) -> RunOutcome:

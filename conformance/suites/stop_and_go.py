@@ -220,7 +220,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def prepare(cls) -> None:
-        """Train the continuous and interrupted runs (at once, when in processes), then the resumed run."""
+        """Train the continuous and interrupted runs, then the resumed run and any elastic resumes."""
         cls._comparisons, cls._final_weights = {}, None
         checkpoint = cls._work_dir / "interrupted.ckpt"
         plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
