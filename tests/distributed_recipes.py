@@ -42,7 +42,7 @@ class HangingRank(DDPMutantBaseRecipe, StopAndGoConformance, unittest.TestCase):
     model_class = GPTHangingOnRankOne
     num_steps = 4
     stop_step = 2
-    process_deadline_s = 40.0
+    process_deadline_s = 20.0
 
     @classmethod
     def make_callbacks(cls) -> list[Any]:

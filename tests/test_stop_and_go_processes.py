@@ -32,11 +32,11 @@ class TestFailingRanks(unittest.TestCase):
         started = time.monotonic()
         report = run_classes([distributed_recipes.HangingRank], checks=["test_runs_trained"])
         deadline = distributed_recipes.HangingRank.process_deadline_s
-        # continuous and interrupted run at once, each within the deadline; no resume without a checkpoint
-        self.assertLess(time.monotonic() - started, deadline + 60)
+        # the continuous and the interrupted run each end at the deadline; no resume without a checkpoint
+        self.assertLess(time.monotonic() - started, 2 * deadline + 30)
         message = report.outcome("HangingRank", "test_runs_trained").message
         self.assertRegex(message, r"the continuous run failed on rank [01]")
-        self.assertRegex(message, r"deadline of 40 s and was killed|timed out|Timeout|stopped by the kit")
+        self.assertRegex(message, r"deadline of 20 s and was killed|timed out|Timeout|stopped by the kit")
 
 
 class TestRecordsOnTwoRanks(unittest.TestCase):
