@@ -1,4 +1,5 @@
-"""RNG state capture/restore (python, numpy, torch CPU and CUDA) and a Lightning callback that checkpoints it.
+"""RNG state capture/restore (python, numpy, torch CPU and CUDA, and Megatron-core's model-parallel tracker when one
+is installed) and a Lightning callback that checkpoints it.
 
 States are plain Python values and tensors, never numpy arrays, so a checkpoint holding them loads with
 ``torch.load(weights_only=True)`` (Lightning 2.6's default).
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from typing_extensions import override
+
+from conformance.training.megatron_rng import set_tracker_states, tracker_states
 
 __all__ = ["RNGStateCallback", "capture_rng_state", "restore_rng_state"]
 
@@ -39,6 +42,9 @@ def capture_rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    model_parallel = tracker_states()
+    if model_parallel is not None:
+        state["model_parallel"] = model_parallel
     return state
 
 
@@ -58,6 +64,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
                 "resume on the same number of visible devices"
             )
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "model_parallel" in state:
+        set_tracker_states(state["model_parallel"])
 
 
 class RNGStateCallback(pl.Callback):
