@@ -22,6 +22,11 @@ def main() -> None:
     elif behaviour == "error":
         Path(spec["output"]).write_text(json.dumps({"rank": rank, "error": f"ValueError: rank {rank} went wrong"}))
     elif behaviour == "exit":
+        waited_for = Path(spec.get("child_pid_file", sys.argv[1]))  # a peer's child, when there is one to kill
+        for _ in range(3000):
+            if waited_for.exists():
+                break
+            time.sleep(0.01)
         print(f"rank {rank} gives up", flush=True)
         sys.exit(3)
     elif behaviour == "hang":

@@ -12,6 +12,7 @@ one per device the recipe's ``trainer_kwargs()`` asks for; each rank records int
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,7 +111,8 @@ def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
     started = time.perf_counter()
     log = FitLog(rank=rank)
     run_dir = plan.rank_dir(rank)
-    run_dir.mkdir(parents=True, exist_ok=False)
+    shutil.rmtree(run_dir, ignore_errors=True)  # left by an attempt the launcher restarted (its port was taken)
+    run_dir.mkdir(parents=True)
     callbacks = [*recipe.make_callbacks(), StallGuard()]
     if plan.record:
         callbacks.append(TrainingRecorder(RecordStore(run_dir / "records"), recipe.consumed_samples))

@@ -21,6 +21,7 @@ import runpy
 import select
 import subprocess
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -28,6 +29,9 @@ __all__ = ["PRELOADED", "PROGRESS_FD_ENV", "ForkServer", "ForkedProcess", "fork_
 
 #: What the server imports before forking: the cost every rank process would otherwise pay.
 PRELOADED = ("torch", "lightning.pytorch", "conformance")
+
+#: The exit code of a forked process whose server died before reporting it (no real process exits with it).
+EXIT_UNKNOWN = 255 + 1000
 
 #: Where a forked rank finds the file descriptor on which it may show progress (the server's stderr).
 PROGRESS_FD_ENV = "CONFORMANCE_PROGRESS_FD"
@@ -89,6 +93,9 @@ def _run_child(request: dict[str, Any]) -> None:
         os.dup2(output, 1)
         os.dup2(output, 2)
         os.close(output)
+        # line-buffered, as the server's pipe-bound streams are not: a rank killed by a signal keeps its output
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -109,6 +116,8 @@ def _run_child(request: dict[str, Any]) -> None:
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exit_:
+        if exit_.code is not None and not isinstance(exit_.code, int):
+            print(exit_.code, file=sys.stderr)  # as an interpreter does with sys.exit("message")
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except BaseException:  # noqa: BLE001 - what an uncaught exception does to a new interpreter
         traceback.print_exc()
@@ -129,8 +138,11 @@ class ForkedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
+        """The exit code once the process has ended; :data:`EXIT_UNKNOWN` if the server died before telling."""
         if self.returncode is None:
             self.returncode = self._server.exit_code(self._id)
+        if self.returncode is None and not self._server.alive and not _exists(self.pid):
+            self.returncode = EXIT_UNKNOWN
         return self.returncode
 
     def wait(self) -> int:
@@ -144,8 +156,10 @@ class ForkServer:
 
     def __init__(self) -> None:
         serve_here = f"from {__name__} import serve; serve()"  # not -m: the package imports this module first
+        # its own session: a Ctrl-C meant for the test run must not kill the server under ranks still to be reaped
         self._server = subprocess.Popen([sys.executable, "-c", serve_here], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                                        start_new_session=True)
         os.set_blocking(self._server.stdout.fileno(), False)
         self._pending = b""
         self._pids: dict[int, int] = {}
@@ -185,13 +199,19 @@ class ForkServer:
         return self._exits.get(request_id)
 
     def wait_for_news(self, timeout: float = 0.02) -> None:
-        select.select([self._server.stdout], [], [], timeout)
-        self._read()
+        if self.alive:
+            select.select([self._server.stdout], [], [], timeout)
+            self._read()
+        else:
+            time.sleep(timeout)  # its pipe is at end of file: select would return at once, every time
 
     def _read(self) -> None:
         try:
             chunk = os.read(self._server.stdout.fileno(), 1 << 16)
         except BlockingIOError:
+            return
+        if not chunk:  # the server has ended
+            self._server.poll()
             return
         self._pending += chunk
         *lines, self._pending = self._pending.split(b"\n")
@@ -201,6 +221,16 @@ class ForkServer:
                 self._pids[message["id"]] = message["pid"]
             else:
                 self._exits[message["id"]] = message["exit"]
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _SERVER: ForkServer | None = None

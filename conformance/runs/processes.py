@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from conformance.errors import ConformanceSetupError
-from conformance.runs.forkserver import PROGRESS_FD_ENV, ForkedProcess, fork_server
+from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
 
 __all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RankJob", "RankLog", "exit_by_signal_as_planned", "failure_text",
            "finish_jobs", "importable_name", "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
@@ -109,9 +109,15 @@ class RankExit:
 
     def as_log(self, log_type: type[Log]) -> Log:
         """The rank's log: its own if it wrote one, else one that says how the process ended."""
-        if self.result is not None:
-            return log_type(**self.result)
         signum = -self.returncode if self.returncode < 0 else None
+        if self.result is not None:
+            log = log_type(**self.result)
+            if self.returncode != 0 and not self.planned and not log.error:
+                log.killed_by_signal = signum
+                log.error = (f"rank {self.rank} wrote its log but then "
+                             f"{self.stopped_by_kit or 'exited with ' + _describe_exit(self.returncode)}; the end of its "
+                             f"output:\n{self.output}")
+            return log
         if self.planned:
             return log_type(rank=self.rank, killed_by_signal=signum)
         how = self.stopped_by_kit or f"exited with {_describe_exit(self.returncode)} and wrote no log"
@@ -143,6 +149,13 @@ class RankJob:
         self._stop_reason: dict[int, str] = {}
         port = _free_port()
         self._processes: list[subprocess.Popen[bytes] | ForkedProcess] = []
+        try:
+            self._start_ranks(port)
+        except BaseException:
+            self.kill("was killed because its peers could not all be started")
+            raise
+
+    def _start_ranks(self, port: int) -> None:
         for rank in range(self.world_size):
             for stale in (self._result_path(rank), self._planned_path(rank)):
                 stale.unlink(missing_ok=True)
@@ -333,6 +346,8 @@ def _resolve_name(module: Any, qualname: str) -> Any:
 
 
 def _describe_exit(returncode: int) -> str:
+    if returncode == EXIT_UNKNOWN:
+        return "an unknown status (the fork server ended before reporting it)"
     if returncode < 0:
         try:
             return f"signal {signal.Signals(-returncode).name}"

@@ -341,8 +341,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """The model's weights when training ends."""
         self._require_runs()
         key = (self.num_steps,)
-        if not has_content(self._read_one(self.continuous[0], "final_weights", key)):
-            self.fail_check(f"nothing to compare: {_HINTS['final_weights']}")
+        for reference in self.continuous:
+            if not has_content(self._read_one(reference, "final_weights", key)):
+                self.fail_check(f"nothing to compare{self._on(reference)}: {_HINTS['final_weights']}")
         results = self._final_weights_comparison()
         worst = max((result.worst for result in results if result.worst), key=lambda leaf: leaf.usage, default=None)
         self.note_detail(worst, f"{sum(result.leaves_compared for result in results)} tensors compared")
@@ -426,13 +427,13 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare."""
         self._require_runs()
         resumed_from = self._resumed_from(stream)
-        reference = self.continuous[0].records
-        after_resume = [key for key in reference.keys(stream) if key[0] >= resumed_from]
         content = _CONTENT.get(stream, lambda value: value)
-        if not after_resume or not has_content(content(reference.read(stream, after_resume[0]))):
-            hint = _HINTS.get(stream, "nothing was recorded")
-            self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
-                            f"uninterrupted run: {hint}")
+        for reference in self.continuous:  # every rank must have something, or its comparison passes on nothing
+            after_resume = [key for key in reference.records.keys(stream) if key[0] >= resumed_from]
+            if not after_resume or not has_content(content(reference.records.read(stream, after_resume[0]))):
+                hint = _HINTS.get(stream, "nothing was recorded")
+                self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
+                                f"uninterrupted run{self._on(reference)}: {hint}")
         outcome = self._comparison(stream)
         self.note_detail(outcome.worst, f"{outcome.compared} records compared")
         if not outcome.ok:
