@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -11,7 +12,7 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-from conformance.runs.forkserver import PRELOADED, fork_server, preloaded
+from conformance.runs.forkserver import EXIT_UNKNOWN, PRELOADED, ForkServer, fork_server, preloaded
 from conformance.runs.processes import RankJob, RankLog, _free_port, finish_jobs
 
 
@@ -124,3 +125,18 @@ class TestForkServer(unittest.TestCase):
     def test_more_libraries_can_be_preloaded_by_name(self) -> None:
         with mock.patch.dict(os.environ, {"CONFORMANCE_PRELOAD": " numpy, json ,"}):
             self.assertEqual(preloaded(), [*PRELOADED, "numpy", "json"])
+
+    def test_a_dead_server_cannot_hang_the_wait_for_its_children(self) -> None:
+        server = ForkServer()  # a server of its own, to kill
+        self.addCleanup(server.close)
+        with tempfile.TemporaryDirectory() as folder:
+            spec = Path(folder) / "spec.json"
+            spec.write_text(json.dumps({"rank": 0, "behaviour": ["hang"], "output": str(Path(folder) / "out.json")}))
+            process = server.spawn("tests.rank_programs", [str(spec)], env=dict(os.environ),
+                                   output=str(Path(folder) / "out.txt"))
+            server._server.kill()
+            server._server.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            started = time.monotonic()
+            self.assertEqual(process.wait(), EXIT_UNKNOWN)
+            self.assertLess(time.monotonic() - started, 10)
