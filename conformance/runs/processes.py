@@ -301,10 +301,10 @@ def run_recipe_ranks(module: str, recipe: type, plan: Any, world_size: int, log_
 
 
 def start_recipe_job(module: str, recipe: type, plan: Any, world_size: int, *, deadline_s: float,
-                     owner_of: str = "make_datamodule", distributed: bool | None = None) -> RankJob:
+                     owner_of: str = "make_datamodule") -> RankJob:
     """Start ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module`` (see :class:`RankJob`)."""
     payload = {"recipe": importable_name(recipe, owner_of), "plan": dataclasses.asdict(plan)}
-    return RankJob(module, payload, world_size, deadline_s=deadline_s, distributed=distributed)
+    return RankJob(module, payload, world_size, deadline_s=deadline_s)
 
 
 def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: Callable[..., Plan]) -> None:
