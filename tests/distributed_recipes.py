@@ -47,3 +47,17 @@ class HangingRank(DDPMutantBaseRecipe, StopAndGoConformance, unittest.TestCase):
     @classmethod
     def make_callbacks(cls) -> list[Any]:
         return DDPMutantBaseRecipe.make_callbacks()
+
+
+class GPTChangingAWeightOnRankOneAtLoad(PerRankDropoutGPT):
+    """Changes a weight on rank 1 while loading the checkpoint: no bug under DDP, which broadcasts rank 0's
+    parameters and buffers when it wraps the model, after the checkpoint is loaded."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.global_rank == 1:
+            name = next(iter(checkpoint["state_dict"]))
+            checkpoint["state_dict"][name] = checkpoint["state_dict"][name] + 1.0
+
+
+class WeightChangedOnRankOneAtLoad(DDPMutantBaseRecipe, StopAndGoConformance, unittest.TestCase):
+    model_class = GPTChangingAWeightOnRankOneAtLoad

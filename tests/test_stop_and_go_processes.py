@@ -39,6 +39,13 @@ class TestFailingRanks(unittest.TestCase):
         self.assertRegex(message, r"deadline of 20 s and was killed|timed out|Timeout|stopped by the kit")
 
 
+class TestNoFalseFailureOnTwoRanks(unittest.TestCase):
+    def test_a_weight_changed_on_one_rank_at_load_is_overwritten_by_ddp_and_passes(self) -> None:
+        report = run_classes([distributed_recipes.WeightChangedOnRankOneAtLoad])
+        self.assertTrue(report.ok, report.format_text())
+        self.assertEqual(report.statuses()["test_final_weights"], "passed")
+
+
 class TestRecordsOnTwoRanks(unittest.TestCase):
     def test_each_rank_records_the_forward_outputs_and_the_loss_training_step_returned(self) -> None:
         """Under DDP Lightning routes training_step through the module's __call__: the forward hook must not take
