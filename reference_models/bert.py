@@ -35,17 +35,23 @@ class TinyBERT(LanguageModelModule):
         return F.cross_entropy(logits[mask], tokens[mask])
 
     def training_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """A fresh random mask from the global RNG, with at least one masked token per sequence."""
-        mask = torch.rand(tokens.shape, device=tokens.device) < self.mask_probability
-        mask[:, 0] |= ~mask.any(dim=1)
-        return mask
+        return random_token_mask(tokens, self.mask_probability)
 
     def validation_mask(self, indices: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """The same mask for a sample every time: drawn from a generator seeded by the sample's index."""
-        rows = []
-        for index in indices.tolist():
-            generator = torch.Generator().manual_seed(index)
-            rows.append(torch.rand(tokens.shape[1], generator=generator) < self.mask_probability)
-        mask = torch.stack(rows).to(tokens.device)
-        mask[:, 0] |= ~mask.any(dim=1)
-        return mask
+        return per_sample_token_mask(indices, tokens, self.mask_probability)
+
+
+def random_token_mask(tokens: torch.Tensor, probability: float) -> torch.Tensor:
+    """A fresh random mask from the global RNG, with at least one masked token per sequence."""
+    mask = torch.rand(tokens.shape, device=tokens.device) < probability
+    mask[:, 0] |= ~mask.any(dim=1)
+    return mask
+
+
+def per_sample_token_mask(indices: torch.Tensor, tokens: torch.Tensor, probability: float) -> torch.Tensor:
+    """The same mask for a sample every time: drawn from a generator seeded by the sample's index."""
+    rows = [torch.rand(tokens.shape[1], generator=torch.Generator().manual_seed(index)) < probability
+            for index in indices.tolist()]
+    mask = torch.stack(rows).to(tokens.device)
+    mask[:, 0] |= ~mask.any(dim=1)
+    return mask

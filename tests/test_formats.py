@@ -26,6 +26,7 @@ from conformance.predictions.formats import (
     tensor_entry,
     tensor_file_format,
 )
+from conformance.runs.predict import PredictLog
 from conformance.suites._prediction_files import layout_problems, unsafe_file_problems
 from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import QuietLightning, in_id_order, predict, probe_model
@@ -230,8 +231,8 @@ class TestRegistry(QuietLightning, unittest.TestCase):
                 result = read_predictions(written)
                 self.assertTrue(torch.equal(result.sample_ids, ids))
                 self.assertTrue(all(torch.equal(result.predictions[key], value) for key, value in expected.items()))
-                computed = [[batch for _, batch in model.calls]] if interval == "batch" else [[]]
-                self.assertEqual(layout_problems(written, 1, computed), [])
+                computed = [batch for _, batch in model.calls] if interval == "batch" else []
+                self.assertEqual(layout_problems(written, [PredictLog(rank=0, computed_batches=computed)]), [])
                 self.assertEqual(unsafe_file_problems(written), [])
 
     def test_names_and_suffixes_are_unique(self) -> None:

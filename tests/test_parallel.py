@@ -7,7 +7,7 @@ import types
 import unittest
 from unittest import mock
 
-from conformance.predictions.ranks import WriterRank, writer_rank
+from conformance.predictions.ranks import WriterRank, from_replica_writer, writer_rank
 
 STATE_MODULE = "megatron.core.parallel_state"
 
@@ -51,8 +51,20 @@ class TestWriterRank(unittest.TestCase):
         for other in ({"tp_rank": 1}, {"cp_rank": 1}, {"last_stage": False}):
             with self.subTest(**other):
                 self.with_state(fake_parallel_state(dp_rank=1, dp_size=2, **other))
-                self.assertEqual(writer_rank(3, 8), WriterRank(3, 1, 2, writes=False))
-                self.assertEqual(writer_rank(3, 8, save_all_model_parallel_ranks=True), WriterRank(3, 1, 2, writes=True))
+                self.assertEqual(writer_rank(3, 8), WriterRank(3, 1, 2, writes=False, first_of_replica=False))
+                self.assertEqual(writer_rank(3, 8, save_all_model_parallel_ranks=True),
+                                 WriterRank(3, 1, 2, writes=True, first_of_replica=False))
+
+
+class TestFromReplicaWriter(unittest.TestCase):
+    def test_without_model_parallelism_each_rank_keeps_its_own_value(self) -> None:
+        for state in (None, fake_parallel_state(initialised=False)):
+            with self.subTest(megatron_imported=state is not None), mock.patch.dict(sys.modules):
+                sys.modules.pop(STATE_MODULE, None)
+                if state is not None:
+                    sys.modules[STATE_MODULE] = state
+                value = {(0, 3)}
+                self.assertIs(from_replica_writer(value, WriterRank(1, 1, 2, writes=True)), value)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ class TestSettingsValidation(unittest.TestCase):
                 cls = type("Bad", (GPTRecipe, StopAndGoConformance, unittest.TestCase), dict(settings))
                 self.assertSetupError(cls, phrase)
 
+    def test_model_parallel_size_must_be_a_positive_int(self) -> None:
+        for size in (0, 2.0, "2", True):
+            with self.subTest(size=size):
+                cls = type("BadReplica", (PredictionRecipe, PredictionWriterConformance, unittest.TestCase),
+                           {"model_parallel_size": size})
+                self.assertSetupError(cls, "model_parallel_size must be a positive int", repr(size))
+
     def test_a_multi_rank_recipe_must_leave_data_parallel_sampling_to_its_resumable_data_module(self) -> None:
         cls = type("NoSamplerSetting", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {
             "trainer_kwargs": classmethod(lambda cls: {"devices": 2, "strategy": "ddp"})})

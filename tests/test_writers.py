@@ -18,6 +18,7 @@ from conformance import PredictionReadError, PredictionWriter, read_predictions
 from conformance.predictions.atomic import TEMP_PREFIX
 from conformance.predictions.collate import TENSOR_KEY, CollationDims, collate
 from conformance.predictions.formats import METADATA_KEY
+from conformance.runs.predict import PredictLog
 from conformance.suites._prediction_files import layout_problems
 from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import (
@@ -113,15 +114,15 @@ class TestLayouts(PredictionTestCase):
 
     def test_the_layout_check_takes_every_batch_idx_shape_the_reader_takes(self) -> None:
         predict(self.model, PredictionWriter(self.folder), PredictionDataModule(num_samples=9))
-        computed = [[batch for _, batch in self.model.calls]]
+        computed = [PredictLog(rank=0, computed_batches=[batch for _, batch in self.model.calls])]
         batch_file = self.folder / f"{RANK}__batch_1.pt"
         stored = torch.load(batch_file, weights_only=True)
         for batch_idx in (torch.tensor(1), torch.tensor([1]), torch.tensor([[1]]), torch.full((4,), 1)):
             with self.subTest(shape=tuple(batch_idx.shape)):
                 torch.save({**stored, "batch_idx": batch_idx}, batch_file)
-                self.assertEqual(layout_problems(self.folder, 1, computed), [])
+                self.assertEqual(layout_problems(self.folder, computed), [])
         torch.save({**stored, "batch_idx": torch.tensor(0)}, batch_file)
-        self.assertEqual(layout_problems(self.folder, 1, computed),
+        self.assertEqual(layout_problems(self.folder, computed),
                          [f"{batch_file} is named batch 1 but its batch_idx holds [0]"])
 
     def test_shuffled_loader_is_read_in_sample_id_order(self) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["WriterRank", "writer_rank"]
+import torch.distributed as dist
+
+__all__ = ["WriterRank", "from_replica_writer", "writer_rank"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class WriterRank:
     dp_rank: int
     dp_size: int
     writes: bool  # whether this process writes files
+    first_of_replica: bool = True  # whether it is the one rank of its model replica whose outputs are written
 
 
 def writer_rank(global_rank: int, world_size: int, *, save_all_model_parallel_ranks: bool = False) -> WriterRank:
@@ -32,7 +37,21 @@ def writer_rank(global_rank: int, world_size: int, *, save_all_model_parallel_ra
                               and state.get_context_parallel_rank() == 0
                               and state.is_pipeline_last_stage(ignore_virtual=True))
     return WriterRank(global_rank, state.get_data_parallel_rank(), state.get_data_parallel_world_size(),
-                      writes=first_of_model_replica or save_all_model_parallel_ranks)
+                      writes=first_of_model_replica or save_all_model_parallel_ranks,
+                      first_of_replica=first_of_model_replica)
+
+
+def from_replica_writer(value: T, rank: WriterRank) -> T:
+    """The ``value`` of the first rank of this process's model replica (its tensor- and pipeline-parallel group),
+    on every rank of that group (collective there); ``value`` itself without model parallelism. Ranks of one replica
+    compute every batch together, so they must agree on what to skip."""
+    state = _initialised_parallel_state()
+    if state is None or dist.get_world_size(state.get_model_parallel_group()) == 1:
+        return value
+    group = state.get_model_parallel_group()
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, (rank.first_of_replica, value), group=group)
+    return next(shared for first, shared in gathered if first)
 
 
 def _initialised_parallel_state() -> Any:

@@ -23,7 +23,7 @@ from conformance.predictions.atomic import is_temporary
 from conformance.predictions.collate import CollationDims, flatten_prediction, num_rows
 from conformance.predictions.file_names import PredictionFile, file_name, parse_file_name
 from conformance.predictions.manifest import rank_manifest_path, write_rank_manifest
-from conformance.predictions.ranks import WriterRank, writer_rank
+from conformance.predictions.ranks import WriterRank, from_replica_writer, writer_rank
 from conformance.sample_ids import default_sample_ids, ids_as_list
 
 __all__ = ["FlatBatch", "StreamingWriter"]
@@ -120,6 +120,7 @@ class StreamingWriter(BasePredictionWriter):
         self._num_dataloaders = len(_dataloaders(trainer))
         if self.rank.writes:
             self._completed = self.completed_batches()
+        self._completed = from_replica_writer(self._completed, self.rank)
         if self._completed:
             wrap_method(pl_module, "predict_step", self._skip_finished_batch)
 

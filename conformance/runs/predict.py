@@ -24,15 +24,17 @@ import torch
 from typing_extensions import override
 
 from conformance.predictions.collate import flatten_prediction
-from conformance.runs.processes import RankLog, recipe_rank_main, run_recipe_ranks
-from conformance.runs.trainer import build_trainer, quiet_lightning, seeded
+from conformance.predictions.ranks import writer_rank
+from conformance.runs.processes import RankLog, process_group_timeout, recipe_rank_main, run_recipe_ranks
+from conformance.runs.trainer import build_trainer, quiet_lightning, rank_process_strategy, seeded
 from conformance.training import recordfile
 
 __all__ = ["OWNED_TRAINER_KWARGS", "InjectedPredictError", "PredictLog", "PredictObserver", "PredictPlan",
            "load_memory", "run_predict"]
 
-#: Trainer arguments a predict run sets itself; a recipe's ``trainer_kwargs()`` may not set them.
-OWNED_TRAINER_KWARGS = frozenset({"devices", "strategy", "callbacks", "default_root_dir", "num_nodes"})
+#: Trainer arguments a predict run sets itself; a recipe's ``trainer_kwargs()`` may not set them. (A recipe may set
+#: ``strategy``: a model-parallel one takes every run's ranks in groups of the suite's ``model_parallel_size``.)
+OWNED_TRAINER_KWARGS = frozenset({"devices", "callbacks", "default_root_dir", "num_nodes"})
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -65,6 +67,10 @@ class PredictLog(RankLog):
     rss_bytes: list[int] = field(default_factory=list)  # after each batch, when sampled
     num_samples: int | None = None
     memory_file: str | None = None  # the in-memory predictions (recordfile encoding)
+    #: This rank's model replica (its data-parallel rank), and whether it is the replica's first rank: the one
+    #: rank of a tensor/context-parallel group whose copy of the outputs is written (Megatron's parallel state).
+    data_parallel_rank: int = 0
+    replica_first: bool = True
 
 
 class PredictObserver(pl.Callback):
@@ -80,6 +86,8 @@ class PredictObserver(pl.Callback):
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         dataset = getattr(loader, "dataset", None)
         self.record.num_samples = len(dataset) if hasattr(dataset, "__len__") else None
+        place = writer_rank(trainer.global_rank, trainer.world_size)
+        self.record.data_parallel_rank, self.record.replica_first = place.dp_rank, place.writes
 
     @override
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
@@ -128,9 +136,13 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
             writer = recipe.make_writer(Path(plan.output_dir))
             if plan.writer_changes:
                 writer = writer.replace(**plan.writer_changes)
-            trainer = build_trainer(recipe.trainer_kwargs(), owned=OWNED_TRAINER_KWARGS, run_settings={
+            recipe_kwargs = dict(recipe.trainer_kwargs())
+            if plan.world_size > 1:
+                recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),
+                                                                  process_group_timeout())
+            trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS, run_settings={
                 "devices": plan.world_size, "callbacks": [writer, PredictObserver(plan, log)],
-                "default_root_dir": plan.output_dir + ".trainer", **({"strategy": "ddp"} if plan.world_size > 1 else {}),
+                "default_root_dir": plan.output_dir + ".trainer",
             })
             predictions = trainer.predict(model, datamodule=datamodule, return_predictions=plan.keep_in_memory)
         if plan.keep_in_memory:

@@ -316,7 +316,10 @@ def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: 
         raise ConformanceSetupError(f"{qualname} is not defined when {module_name} is imported in a fresh process; "
                                     "define the conformance class at module level, not in a function or at run time")
     log = run_rank(recipe, plan_type(**spec["plan"]), spec["rank"])
-    Path(spec["output"]).write_text(json.dumps(dataclasses.asdict(log)))
+    output = Path(spec["output"])
+    written = output.with_name(f"{output.name}.partial")  # renamed when whole: a rank dying mid-write leaves none
+    written.write_text(json.dumps(dataclasses.asdict(log)))
+    os.replace(written, output)
 
 
 def importable_name(recipe: type, owner_of: str = "make_datamodule") -> str:

@@ -21,9 +21,10 @@ from conformance.errors import ConformanceSetupError
 __all__ = ["TRAINER_DEFAULTS", "build_trainer", "quiet_lightning", "rank_process_strategy", "seeded",
            "world_size_of"]
 
-#: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them.
+#: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them. The
+#: accelerator is the CPU unless ``CONFORMANCE_ACCELERATOR`` names another (``tox -e gpu`` sets ``gpu``).
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "accelerator": "cpu",
+    "accelerator": os.environ.get("CONFORMANCE_ACCELERATOR", "cpu"),
     "devices": 1,
     "logger": False,
     "enable_progress_bar": False,

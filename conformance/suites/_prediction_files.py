@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,12 +15,14 @@ from conformance.predictions.atomic import is_temporary
 from conformance.predictions.file_names import PredictionFile, parse_file_name, subdir_name
 from conformance.predictions.formats import format_of, load_part
 from conformance.predictions.reader import find_prediction_files
+from conformance.runs.predict import PredictLog
 
 __all__ = ["layout_problems", "subdir_problems", "unreadable_files", "unsafe_file_problems"]
 
 
-def layout_problems(folder: Path, world_size: int, computed_batches: list[list[int]]) -> list[str]:
-    """Problems with the names and bookkeeping of a finished run's files (``computed_batches`` per rank)."""
+def layout_problems(folder: Path, logs: Sequence[PredictLog]) -> list[str]:
+    """Problems with the names and bookkeeping of a finished run's files (``logs``: one per rank, in rank order);
+    the first rank of each model replica writes its replica's files, the replica's other ranks write none."""
     try:
         files = find_prediction_files(folder)
     except PredictionReadError as exc:
@@ -28,18 +31,27 @@ def layout_problems(folder: Path, world_size: int, computed_batches: list[list[i
                 for path in folder.rglob("*") if is_temporary(path)]
     manifests = Counter(file.rank for file, _ in files if file.kind == "rank_manifest")
     data = [(file, path) for file, path in files if file.holds_data]
-    for rank in range(world_size):
+    for log in logs:
+        rank = log.rank
+        if not log.replica_first:
+            written = manifests[rank] + sum(file.rank == rank for file, _ in data)
+            if written:
+                problems.append(f"{folder.name}: rank {rank} wrote {written} files, but it is not the first rank of "
+                                f"its model replica (data-parallel rank {log.data_parallel_rank}), whose outputs are "
+                                "copies of that rank's: write on tensor/context-parallel rank 0 of the last stage only")
+            continue
         if manifests[rank] != 1:
             problems.append(f"{folder.name}: rank {rank} has {manifests[rank]} rank manifests (expected 1)")
         own = [(file, path) for file, path in data if file.rank == rank]
         if not own:
             problems.append(f"{folder.name}: no data file carries rank {rank} in its name")
-        if any(file.dp_rank != rank for file, _ in own):
-            problems.append(f"{folder.name}: files of rank {rank} name another data-parallel rank")
+        if any(file.dp_rank != log.data_parallel_rank for file, _ in own):
+            problems.append(f"{folder.name}: files of rank {rank} do not name its data-parallel rank "
+                            f"{log.data_parallel_rank}")
         batch_files = sorted(file.batch_idx for file, _ in own if file.kind == "batch")
-        if batch_files and batch_files != sorted(computed_batches[rank]):
+        if batch_files and batch_files != sorted(log.computed_batches):
             problems.append(f"{folder.name}: rank {rank} has batch files {batch_files[:10]}... for the computed "
-                            f"batches {sorted(computed_batches[rank])[:10]}...")
+                            f"batches {sorted(log.computed_batches)[:10]}...")
     for file, path in data:
         problems += _stored_batch_problems(file, path)
     return problems

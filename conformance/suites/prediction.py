@@ -1,11 +1,13 @@
 """PredictionWriterConformance: predictions streamed to disk are complete, ordered, equal to the in-memory ones,
 crash-safe and written in flat memory.
 
-Runs (once per class): a reference predict on one rank with ``return_predictions=True``; the same on two
-gloo-joined processes; the writer switched to the epoch interval and to ``files_per_subdir=2`` (for writers with
+Runs (once per class): a reference predict on one model replica with ``return_predictions=True``; the same on two
+replicas in gloo-joined processes; the writer switched to the epoch interval and to ``files_per_subdir=2`` (for writers with
 ``replace``); a run that raises mid-predict; a run killed mid-write, then resumed into the same folder; and a
 run whose resident memory is sampled after every batch. Written predictions are always read back with the kit's
 own reader and compared with the in-memory predictions, ordered by the adopter's ``sample_ids(prediction)``.
+A replica is ``model_parallel_size`` ranks (tensor/context parallel, under the recipe's own ``strategy``); only its
+first rank's outputs are expected on disk and compared.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     """Mixin certifying a prediction writer (the kit's by default) on the adopter's model and data module."""
 
     owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
+    #: Ranks per model replica: every run uses a multiple of it, with the strategy of ``trainer_kwargs()``.
+    model_parallel_size: ClassVar[int] = 1
     #: The memory check needs at least this much predicted after its warm-up batches to measure growth.
     memory_check_min_payload_mib: ClassVar[float] = 32.0
     #: Resident memory may grow by this fraction of the predicted bytes (plus ``memory_check_slack_mib``).
@@ -61,7 +65,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
 
     logs: ClassVar[dict[str, list[PredictLog]]]
     folders: ClassVar[dict[str, Path]]  # the resumed run shares the killed run's folder
-    memory: ClassVar[dict[str, list[list[Any]]]]  # in-memory predictions of a run, per rank
+    memory: ClassVar[dict[str, list[list[Any]]]]  # in-memory predictions of a run, per model replica
     writer: ClassVar[WriterCapabilities]
     #: The output is read by the kit's reader (the ``read_predictions`` hook is not overridden): the kit's layout.
     kit_layout: ClassVar[bool]
@@ -104,6 +108,14 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
                 "output_dir")[0]
 
     @classmethod
+    def settings_problems(cls) -> list[str]:
+        size = cls.model_parallel_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            return [(f"model_parallel_size must be a positive int (the ranks of one model replica: tensor x context "
+                     f"x pipeline parallel), got {size!r}")]
+        return []
+
+    @classmethod
     def prepare(cls) -> None:
         cls.writer = WriterCapabilities.of(cls.make_writer(cls._work_dir / "unused"))
         cls.kit_layout = cls.read_predictions.__func__ is PredictionWriterConformance.read_predictions.__func__
@@ -113,7 +125,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
             return
         batches = len(cls.logs["reference"][0].computed_batches)
         cls.interrupt_batch = max(1, batches // 2)
-        cls._run("two_ranks", world_size=2, keep_in_memory=True)
+        cls._run("two_ranks", replicas=2, keep_in_memory=True)
         if cls.writer.replaces_settings:
             cls._run("epoch", writer_changes={"write_interval": "epoch"})
             cls._run("subdirs", writer_changes={"files_per_subdir": 2})
@@ -135,11 +147,13 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
             return cls.read_predictions(folder, allow_incomplete=True)
 
     @classmethod
-    def _run(cls, name: str, *, folder: str | None = None, keep_in_memory: bool = False, **plan: Any) -> None:
+    def _run(cls, name: str, *, folder: str | None = None, keep_in_memory: bool = False, replicas: int = 1,
+             **plan: Any) -> None:
         cls.folders[name] = cls.folders.setdefault(folder or name, cls._work_dir / (folder or name))
-        cls.logs[name] = run_predict(cls, PredictPlan(str(cls.folders[name]), keep_in_memory=keep_in_memory, **plan))
+        cls.logs[name] = run_predict(cls, PredictPlan(str(cls.folders[name]), keep_in_memory=keep_in_memory,
+                                                      world_size=replicas * cls.model_parallel_size, **plan))
         if keep_in_memory:
-            cls.memory[name] = [load_memory(log) for log in cls.logs[name]]
+            cls.memory[name] = [load_memory(log) for log in cls.logs[name] if log.replica_first]
 
     # --- the checks ----------------------------------------------------------------------------------------
     def test_predictions_equal_in_memory(self) -> None:
@@ -168,10 +182,9 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         """File names follow the seed's layout, carry each rank's numbers, store ``batch_idx``; nothing is left over."""
         self._require_kit_layout()
         problems = []
-        for name, world_size in (("reference", 1), ("two_ranks", 2)):
+        for name in ("reference", "two_ranks"):
             self._require_run(name)
-            problems += layout_problems(self.folders[name], world_size,
-                                        [log.computed_batches for log in self.logs[name]])
+            problems += layout_problems(self.folders[name], self.logs[name])
         self.conclude(problems, "reference and two-rank folders")
 
     def test_batch_and_epoch_intervals_agree(self) -> None:

@@ -1,6 +1,7 @@
 """``python -m reference_models.mutants``: run every mutant catalogue and print its kill table; exit 1 if one
 survives."""
 
+import importlib.util
 import sys
 
 from conformance import DataModuleResumeConformance, PredictionWriterConformance, StopAndGoConformance
@@ -12,5 +13,11 @@ from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
 table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
                    kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance),
                    kill_table(PREDICTION_MUTANTS, PredictionWriterConformance)])
+if importlib.util.find_spec("megatron") is not None:  # the tensor-parallel mutants need megatron-core
+    from reference_models.mutants.megatron import MEGATRON_MUTANTS
+
+    table += "\n" + "\n".join(
+        kill_table(tuple(mutant for mutant in MEGATRON_MUTANTS if issubclass(mutant.conformance_class, suite)), suite)
+        for suite in (StopAndGoConformance, PredictionWriterConformance))
 print(table)
 sys.exit(0 if "SURVIVED" not in table else 1)
