@@ -44,6 +44,7 @@ class TensorParallelStrategy(DDPStrategy):
     def setup(self, trainer: pl.Trainer) -> None:
         """Lightning's DDP set-up without the DDP wrapper and without broadcasting rank 0's weights."""
         self.accelerator.setup(trainer)
+        self.precision_plugin.convert_module(self.model)
         self.model_to_device()
         if trainer.state.fn == TrainerFn.FITTING:
             if parallel_state.get_data_parallel_world_size() > 1:

@@ -42,16 +42,14 @@ def writer_rank(global_rank: int, world_size: int, *, save_all_model_parallel_ra
 
 
 def from_replica_writer(value: T, rank: WriterRank) -> T:
-    """The ``value`` of the first rank of this process's model replica (its tensor- and pipeline-parallel group),
-    on every rank of that group (collective there); ``value`` itself without model parallelism. Ranks of one replica
-    compute every batch together, so they must agree on what to skip."""
-    state = _initialised_parallel_state()
-    if state is None or dist.get_world_size(state.get_model_parallel_group()) == 1:
+    """The ``value`` of the first rank of this process's model replica (its data-parallel rank's tensor, context
+    and pipeline-parallel ranks), on every rank (collective over the whole job); ``value`` itself without Megatron's
+    model parallelism. Ranks of one replica compute every batch together, so they must agree on what to skip."""
+    if _initialised_parallel_state() is None or not dist.is_initialized() or dist.get_world_size() == 1:
         return value
-    group = state.get_model_parallel_group()
-    gathered: list[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(gathered, (rank.first_of_replica, value), group=group)
-    return next(shared for first, shared in gathered if first)
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (rank.dp_rank, rank.first_of_replica, value))
+    return next(shared for dp_rank, first, shared in gathered if first and dp_rank == rank.dp_rank)
 
 
 def _initialised_parallel_state() -> Any:
