@@ -45,6 +45,13 @@ class TestMegatronBERTTensorParallelStopAndGo(MegatronBERTRecipe, StopAndGoConfo
     interruption = "crash"
 
 
+class TestMegatronGPTPredictionWriter(MegatronGPTPredictionRecipe, PredictionWriterConformance, unittest.TestCase):
+    """The kit's PredictionWriter on the Megatron GPT at TP=1 (every run in a kit process: the recipe's strategy
+    forms process groups)."""
+
+    tensor_parallel_size = 1
+
+
 class TestMegatronGPTTensorParallelPredictionWriter(MegatronGPTPredictionRecipe, PredictionWriterConformance,
                                                     unittest.TestCase):
     """The kit's PredictionWriter on the Megatron GPT at TP=2: one replica is 2 ranks (two replicas 4), each

@@ -14,6 +14,7 @@ from conformance.runs.fit import FitPlan, run_fits
 from reference_models.certify_megatron import (  # noqa: F401 - collected as tests
     TestMegatronBERTStopAndGo,
     TestMegatronBERTTensorParallelStopAndGo,
+    TestMegatronGPTPredictionWriter,
     TestMegatronGPTStopAndGo,
     TestMegatronGPTTensorParallelPredictionWriter,
     TestMegatronGPTTensorParallelStopAndGo,

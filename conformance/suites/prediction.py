@@ -150,6 +150,8 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     def _run(cls, name: str, *, folder: str | None = None, keep_in_memory: bool = False, replicas: int = 1,
              **plan: Any) -> None:
         cls.folders[name] = cls.folders.setdefault(folder or name, cls._work_dir / (folder or name))
+        if "strategy" in cls.trainer_kwargs():  # a strategy of the recipe's own may set up process groups and
+            plan["in_subprocess"] = True        # global state: never in the adopter's test process
         cls.logs[name] = run_predict(cls, PredictPlan(str(cls.folders[name]), keep_in_memory=keep_in_memory,
                                                       world_size=replicas * cls.model_parallel_size, **plan))
         if keep_in_memory:
