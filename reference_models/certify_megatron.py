@@ -49,7 +49,7 @@ class TestMegatronGPTPredictionWriter(MegatronGPTPredictionRecipe, PredictionWri
     """The kit's PredictionWriter on the Megatron GPT at TP=1 (every run in a kit process: the recipe's strategy
     forms process groups)."""
 
-    tensor_parallel_size = 1
+    model_parallel_size = 1
 
 
 class TestMegatronGPTTensorParallelPredictionWriter(MegatronGPTPredictionRecipe, PredictionWriterConformance,

@@ -8,6 +8,8 @@ with the stock local spec and its core attention is then replaced, layer by laye
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from megatron.core.models.bert.bert_layer_specs import bert_layer_local_spec
 from megatron.core.models.bert.bert_model import BertModel
@@ -23,7 +25,7 @@ class MegatronBERT(MegatronLanguageModel):
     behind the last vocabulary id and predicts them; training masks come from the global torch RNG, validation
     masks from each sample's index."""
 
-    def __init__(self, *, mask_probability: float = 0.25, **kwargs: float) -> None:
+    def __init__(self, *, mask_probability: float = 0.25, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mask_probability = mask_probability
         self.mask_id = self.vocab_size - 1

@@ -64,9 +64,11 @@ class MegatronLanguageModel(LanguageModelModule):
         self.megatron: MegatronModule | None = None
 
     def build(self, config: TransformerConfig) -> MegatronModule:
+        """The Megatron model for ``config`` (this rank's shard of it)."""
         raise NotImplementedError
 
     def configure_model(self) -> None:
+        """Build the Megatron model once, in Lightning's hook that runs after the strategy set up the groups."""
         if self.megatron is not None:
             return
         if not parallel_state.model_parallel_is_initialized():

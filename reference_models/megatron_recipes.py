@@ -1,5 +1,6 @@
-"""Recipes of the Megatron-core GPT (:mod:`reference_models.megatron_gpt`): training and prediction at a given
-tensor-parallel size, each rank a CPU process joined by gloo (needs megatron-core: ``tox -e nemo``)."""
+"""Recipes of the Megatron-core GPT and BERT (:mod:`reference_models.megatron_gpt`,
+:mod:`reference_models.megatron_bert`): training and prediction at a given tensor-parallel size, each rank a CPU
+process joined by gloo (needs megatron-core: ``tox -e nemo``)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ class MegatronBERTRecipe(MegatronGPTRecipe):
 
 
 class MegatronGPTPredictionRecipe(PredictionRecipe):
-    """The Megatron GPT predicting whole-vocabulary logits, gathered on every rank of its tensor-parallel group."""
+    """The Megatron GPT predicting whole-vocabulary logits, gathered on every rank of its tensor-parallel group; a
+    model replica (PredictionWriterConformance's ``model_parallel_size``) is one tensor-parallel group."""
 
-    tensor_parallel_size: ClassVar[int] = 2
+    model_parallel_size: ClassVar[int] = 2
 
     @classmethod
     def make_model(cls) -> pl.LightningModule:
@@ -51,4 +53,4 @@ class MegatronGPTPredictionRecipe(PredictionRecipe):
 
     @classmethod
     def trainer_kwargs(cls) -> dict[str, Any]:
-        return {"strategy": TensorParallelStrategy(cls.tensor_parallel_size)}
+        return {"strategy": TensorParallelStrategy(cls.model_parallel_size)}

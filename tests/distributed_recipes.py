@@ -1,5 +1,6 @@
-"""Multi-rank stop-and-go classes for the process tests: a rank that crashes, a rank that hangs, and the module
-whose fresh processes import them (not collected itself: the classes are reached as attributes of this module)."""
+"""Multi-rank conformance classes for the process tests: a rank that crashes, a rank that hangs, replicas declared
+wrong, and the module whose fresh processes import them (not collected itself: the classes are reached as
+attributes of this module)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 import torch
 
-from conformance import StopAndGoConformance
+from conformance import PredictionWriterConformance, StopAndGoConformance
 from reference_models.mutants.stop_and_go import DDPMutantBaseRecipe
-from reference_models.recipes import PerRankDropoutGPT
+from reference_models.recipes import PerRankDropoutGPT, PredictionRecipe
 
 
 class GPTCrashingOnRankOne(PerRankDropoutGPT):
@@ -61,3 +62,13 @@ class GPTChangingAWeightOnRankOneAtLoad(PerRankDropoutGPT):
 
 class WeightChangedOnRankOneAtLoad(DDPMutantBaseRecipe, StopAndGoConformance, unittest.TestCase):
     model_class = GPTChangingAWeightOnRankOneAtLoad
+
+
+class DDPReplicasDeclaredAsModelParallel(PredictionRecipe, PredictionWriterConformance, unittest.TestCase):
+    """Declares model replicas of 2 ranks, but DDP makes every rank a replica of its own."""
+
+    model_parallel_size = 2
+
+    @classmethod
+    def trainer_kwargs(cls) -> dict[str, Any]:
+        return {"strategy": "ddp"}

@@ -4,6 +4,8 @@ megatron-core: ``tox -e nemo``)."""
 from __future__ import annotations
 
 import unittest
+from collections.abc import Callable
+from typing import Any
 
 from tests.megatron_support import require_megatron
 
@@ -16,7 +18,7 @@ from reference_models.mutants import Mutant
 from reference_models.mutants.megatron import MEGATRON_MUTANTS
 
 
-def _mutant_name(function, index, params) -> str:
+def _mutant_name(function: Callable[..., Any], index: int, params: Any) -> str:
     return f"{function.__name__}_{params.args[0].name}"
 
 

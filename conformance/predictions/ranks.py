@@ -44,7 +44,9 @@ def writer_rank(global_rank: int, world_size: int, *, save_all_model_parallel_ra
 def from_replica_writer(value: T, rank: WriterRank) -> T:
     """The ``value`` of the first rank of this process's model replica (its data-parallel rank's tensor, context
     and pipeline-parallel ranks), on every rank (collective over the whole job); ``value`` itself without Megatron's
-    model parallelism. Ranks of one replica compute every batch together, so they must agree on what to skip."""
+    model parallelism. Ranks of one replica compute every batch together, so they must agree on what to skip.
+    Every rank must call it (Lightning's ``on_predict_start`` runs on a rank with at least one batch); with
+    ``save_all_model_parallel_ranks`` the replica's other writing ranks take the first rank's set too."""
     if _initialised_parallel_state() is None or not dist.is_initialized() or dist.get_world_size() == 1:
         return value
     gathered: list[Any] = [None] * dist.get_world_size()

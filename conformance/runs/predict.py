@@ -87,7 +87,7 @@ class PredictObserver(pl.Callback):
         dataset = getattr(loader, "dataset", None)
         self.record.num_samples = len(dataset) if hasattr(dataset, "__len__") else None
         place = writer_rank(trainer.global_rank, trainer.world_size)
-        self.record.data_parallel_rank, self.record.replica_first = place.dp_rank, place.writes
+        self.record.data_parallel_rank, self.record.replica_first = place.dp_rank, place.first_of_replica
 
     @override
     def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
@@ -137,8 +137,8 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
             if plan.writer_changes:
                 writer = writer.replace(**plan.writer_changes)
             recipe_kwargs = dict(recipe.trainer_kwargs())
-            if plan.world_size > 1:
-                recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),
+            if plan.world_size > 1 or recipe_kwargs.get("strategy", "auto") != "auto":  # e.g. "ddp_spawn" on one
+                recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),  # rank too
                                                                   process_group_timeout())
             trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS, run_settings={
                 "devices": plan.world_size, "callbacks": [writer, PredictObserver(plan, log)],

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
@@ -73,7 +74,8 @@ def rank_process_strategy(strategy: Any, timeout_s: float) -> Any:
     Named DDP strategies (``"ddp"``, ``"ddp_spawn"``, ...; ``"auto"`` means DDP for several devices) become
     ``DDPStrategy`` with their registered options, Lightning's external-launch mode (``start_method="popen"``) and
     a process-group timeout of ``timeout_s``: the same training, without Lightning starting processes of its own.
-    Other strategies are used as given; a DDPStrategy object that starts its own processes is a set-up error.
+    DDPStrategy objects (subclasses included) left at the default timeout get ``timeout_s`` too; other strategies
+    are used as given; a DDPStrategy object that starts its own processes is a set-up error.
     """
     timeout = timedelta(seconds=timeout_s)
     if strategy == "auto":
@@ -87,6 +89,8 @@ def rank_process_strategy(strategy: Any, timeout_s: float) -> Any:
         raise ConformanceSetupError(
             f"trainer_kwargs() passes {type(strategy).__name__}(start_method={start_method!r}), which starts processes "
             "of its own; conformance runs launch every rank themselves: use start_method='popen' (the default)")
+    if isinstance(strategy, DDPStrategy) and getattr(strategy, "_timeout", None) == default_pg_timeout:
+        strategy._timeout = timeout  # a rank that hangs fails its peers in seconds, not in gloo's 30 minutes
     return strategy
 
 

@@ -31,6 +31,12 @@ def layout_problems(folder: Path, logs: Sequence[PredictLog]) -> list[str]:
                 for path in folder.rglob("*") if is_temporary(path)]
     manifests = Counter(file.rank for file, _ in files if file.kind == "rank_manifest")
     data = [(file, path) for file, path in files if file.holds_data]
+    if not any(log.replica_first for log in logs):
+        problems.append(f"{folder.name}: no rank of the run is the first of a model replica, so no rank's files "
+                        "could be checked")
+    strangers = sorted({file.rank for file, _ in files} - {log.rank for log in logs})
+    if strangers:
+        problems.append(f"{folder.name}: files carry ranks {strangers}, which the run did not have")
     for log in logs:
         rank = log.rank
         if not log.replica_first:

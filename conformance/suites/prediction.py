@@ -1,13 +1,13 @@
 """PredictionWriterConformance: predictions streamed to disk are complete, ordered, equal to the in-memory ones,
 crash-safe and written in flat memory.
 
-Runs (once per class): a reference predict on one model replica with ``return_predictions=True``; the same on two
-replicas in gloo-joined processes; the writer switched to the epoch interval and to ``files_per_subdir=2`` (for writers with
-``replace``); a run that raises mid-predict; a run killed mid-write, then resumed into the same folder; and a
-run whose resident memory is sampled after every batch. Written predictions are always read back with the kit's
-own reader and compared with the in-memory predictions, ordered by the adopter's ``sample_ids(prediction)``.
-A replica is ``model_parallel_size`` ranks (tensor/context parallel, under the recipe's own ``strategy``); only its
-first rank's outputs are expected on disk and compared.
+Runs (once per class): a reference predict on one model replica with ``return_predictions=True``; the same on
+two replicas in gloo-joined processes; the writer switched to the epoch interval and to ``files_per_subdir=2``
+(for writers with ``replace``); a run that raises mid-predict; a run killed mid-write, then resumed into the same
+folder; and a run whose resident memory is sampled after every batch. Written predictions are always read back
+with the kit's own reader and compared with the in-memory predictions, ordered by the adopter's
+``sample_ids(prediction)``. A replica is ``model_parallel_size`` ranks (tensor x context x pipeline parallel, under
+the recipe's own ``strategy``); only its first rank's outputs are expected on disk and compared.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from conformance._text import listing
 from conformance.compare import compare
-from conformance.errors import PredictionReadError
+from conformance.errors import ConformanceSetupError, PredictionReadError
 from conformance.predictions import reader
 from conformance.predictions.collate import collate, flatten_prediction, take_rows
 from conformance.predictions.reader import NoPredictionsFound, PredictionSet
@@ -113,6 +113,10 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             return [(f"model_parallel_size must be a positive int (the ranks of one model replica: tensor x context "
                      f"x pipeline parallel), got {size!r}")]
+        kwargs = cls.trainer_kwargs()
+        if size > 1 and isinstance(kwargs, dict) and "strategy" not in kwargs:
+            return [(f"model_parallel_size = {size} needs the model-parallel strategy that forms those replicas: "
+                     "return it as trainer_kwargs()['strategy']")]
         return []
 
     @classmethod
@@ -121,11 +125,14 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         cls.kit_layout = cls.read_predictions.__func__ is PredictionWriterConformance.read_predictions.__func__
         cls.logs, cls.folders, cls.memory = {}, {}, {}
         cls._run("reference", keep_in_memory=True)
-        if cls.logs["reference"][0].error is not None:
+        if any(log.error is not None for log in cls.logs["reference"]):
             return
-        batches = len(cls.logs["reference"][0].computed_batches)
+        cls._require_replicas("reference", 1)
+        batches = len(cls._writer_log("reference").computed_batches)
         cls.interrupt_batch = max(1, batches // 2)
         cls._run("two_ranks", replicas=2, keep_in_memory=True)
+        if all(log.error is None for log in cls.logs["two_ranks"]):
+            cls._require_replicas("two_ranks", 2)
         if cls.writer.replaces_settings:
             cls._run("epoch", writer_changes={"write_interval": "epoch"})
             cls._run("subdirs", writer_changes={"files_per_subdir": 2})
@@ -178,7 +185,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         missing = sorted(set(range(size)) - set(read.sample_ids.tolist()))
         if missing or len(read.sample_ids) != size:
             self.fail_check(f"read back {len(read.sample_ids)} samples of {size}; missing ids {listing(missing, 20)}")
-        self._assert_same(read, expected, "the two ranks' in-memory predictions")
+        self._assert_same(read, expected, "the two replicas' in-memory predictions")
 
     def test_file_layout(self) -> None:
         """File names follow the seed's layout, carry each rank's numbers, store ``batch_idx``; nothing is left over."""
@@ -231,7 +238,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
                           "the in-memory predictions of an uninterrupted run")
         saved = set(self.crash_snapshot.sample_ids.tolist())
         complete = [batch for batch, ids in enumerate(self._reference_batch_ids()) if ids and set(ids) <= saved]
-        recomputed = sorted(set(complete) & set(self.logs["resumed"][0].computed_batches))
+        recomputed = sorted(set(complete) & set(self._writer_log("resumed").computed_batches))
         if recomputed:
             self.fail_check(f"the resumed run predicted batches {recomputed} again although the killed run had "
                       "written them completely; a resumed job must skip finished batches")
@@ -239,7 +246,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     def test_memory_flat(self) -> None:
         """Resident memory does not grow with the number of predicted batches."""
         self._require_run("memory")
-        log = self.logs["memory"][0]
+        log = self._writer_log("memory")
         warmup = max(2, len(log.rss_bytes) // 5)
         payload = sum(log.payload_bytes[warmup:]) / _MIB
         if len(log.rss_bytes) <= warmup or payload < self.memory_check_min_payload_mib:
@@ -271,10 +278,30 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         self.require_succeeded(name, self.logs[name])
 
     def _first_log(self, name: str) -> PredictLog:
-        """Rank 0's log of run ``name``, which may have failed on purpose; fails the check if it never ran."""
+        """The writing rank's log of run ``name``, which may have failed on purpose; fails the check if it never
+        ran."""
         if name not in self.logs:
             self._require_run(name)
-        return self.logs[name][0]
+        return self._writer_log(name)
+
+    @classmethod
+    def _writer_log(cls, name: str) -> PredictLog:
+        """The log of the rank that writes for data-parallel rank 0 (the first rank of its model replica: global
+        rank 0 unless pipeline stages put the writer elsewhere)."""
+        logs = cls.logs[name]
+        return next((log for log in logs if log.replica_first and log.data_parallel_rank == 0), logs[0])
+
+    @classmethod
+    def _require_replicas(cls, name: str, replicas: int) -> None:
+        """Raise :class:`ConformanceSetupError` unless run ``name`` formed ``replicas`` model replicas of
+        ``model_parallel_size`` ranks, as the recipe's strategy must."""
+        firsts = sorted(log.data_parallel_rank for log in cls.logs[name] if log.replica_first)
+        if firsts != list(range(replicas)):
+            raise ConformanceSetupError(
+                f"{cls.__qualname__}: the {name} run had {len(cls.logs[name])} ranks and its strategy formed model "
+                f"replicas led by data-parallel ranks {firsts}, not {replicas} replica(s) of model_parallel_size = "
+                f"{cls.model_parallel_size} ranks: set model_parallel_size to the ranks of one replica of your "
+                "strategy (tensor x context x pipeline parallel; 1 without model parallelism)")
 
     def _require_variants(self) -> None:
         if not self.writer.replaces_settings:
