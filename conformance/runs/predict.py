@@ -137,9 +137,9 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
             if plan.writer_changes:
                 writer = writer.replace(**plan.writer_changes)
             recipe_kwargs = dict(recipe.trainer_kwargs())
-            if plan.world_size > 1 or recipe_kwargs.get("strategy", "auto") != "auto":  # e.g. "ddp_spawn" on one
-                recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),  # rank too
-                                                                  process_group_timeout())
+            strategy = recipe_kwargs.get("strategy", "auto")
+            if plan.world_size > 1 or strategy != "auto":  # a recipe's "ddp_spawn" on one rank launches nothing
+                recipe_kwargs["strategy"] = rank_process_strategy(strategy, process_group_timeout())
             trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS, run_settings={
                 "devices": plan.world_size, "callbacks": [writer, PredictObserver(plan, log)],
                 "default_root_dir": plan.output_dir + ".trainer",
