@@ -1,8 +1,11 @@
-"""Time conformance.compare.assert_close against torch.testing.assert_close on an AdamW-like state_dict.
+"""Time conformance.compare.assert_close against torch.testing.assert_close on AdamW-like state_dicts.
 
-Usage: python bench/bench_compare.py [--elements 50000000] [--repeats 5]
+Usage: python bench/bench_compare.py [--elements 50000000] [--small-parameters 3334] [--repeats 5]
 
-Three cases are timed in the same run, best of ``--repeats`` with the two tools interleaved:
+Two states: a large one (about ``--elements`` floats in a few hundred tensors) and one of many small tensors
+(``--small-parameters`` parameters of 64 floats: 3 tensors each with the step, about 10,000 tensors), where the
+cost per leaf dominates. Three cases are timed for each in the same run, best of ``--repeats`` with the two tools
+interleaved:
   identical   deep copies of the state
   perturbed   every float tensor scaled by (1 + 1e-7), inside the float32 tolerance
   mismatched  several tensors spread over the state carry differences beyond tolerance
@@ -42,8 +45,17 @@ def transformer_shapes(parameters: int, layers: int = 8) -> list[tuple[int, ...]
 
 def adamw_state(elements: int, seed: int = 0) -> dict:
     """An AdamW-like optimizer state_dict whose exp_avg and exp_avg_sq hold about ``elements`` floats in total."""
+    return adamw_state_of_shapes(transformer_shapes(elements // 2), seed)
+
+
+def small_tensors_state(parameters: int, seed: int = 0) -> dict:
+    """An AdamW-like state_dict of ``parameters`` parameters with 64 floats each (the per-leaf cost dominates)."""
+    return adamw_state_of_shapes([(64,)] * parameters, seed)
+
+
+def adamw_state_of_shapes(shapes: list[tuple[int, ...]], seed: int) -> dict:
+    """An AdamW optimizer state_dict for parameters of ``shapes``: random moments, one param group."""
     generator = torch.Generator().manual_seed(seed)
-    shapes = transformer_shapes(elements // 2)
     state = {
         index: {
             "step": torch.tensor(1000.0),
@@ -185,15 +197,23 @@ def ours(actual: dict, expected: dict, expect_failure: bool, reported: list[int]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--elements", type=int, default=50_000_000, help="float32 elements in the state (default 50M)")
+    parser.add_argument("--small-parameters", type=int, default=3334,
+                        help="parameters of the many-small-tensors state (default 3334: about 10,000 tensors)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case and tool, best kept (default 5)")
     args = parser.parse_args()
+    for expected in (adamw_state(args.elements), small_tensors_state(args.small_parameters)):
+        time_cases(expected, args.repeats)
+    print("ratio = torch.testing time / ours (>= 1: ours at least as fast)")
+    print("MiB = peak RSS growth during one extra untimed run, sampled every 1 ms (approximate)")
 
-    expected = adamw_state(args.elements)
+
+def time_cases(expected: dict, repeats: int) -> None:
+    """Print the timings of the three cases on ``expected``."""
     tensors = [t for entry in expected["state"].values() for t in entry.values()]
     print(
-        f"state: {len(expected['state'])} parameters, {len(tensors)} tensors,"
+        f"\nstate: {len(expected['state'])} parameters, {len(tensors)} tensors,"
         f" {sum(t.numel() for t in tensors) / 1e6:.1f}M float32 elements; torch {torch.__version__},"
-        f" {torch.get_num_threads()} threads; best of {args.repeats}"
+        f" {torch.get_num_threads()} threads; best of {repeats}"
     )
     cases = [
         ("identical", mapped(expected, lambda index, name, t: t.clone()), False),
@@ -206,15 +226,13 @@ def main() -> None:
     for name, actual, failing in cases:
         reported: list[int] = []
         runs = [torch_testing(actual, expected, failing), ours(actual, expected, failing, reported)]
-        reference, candidate = best_times(runs, args.repeats)
+        reference, candidate = best_times(runs, repeats)
         reference_memory, candidate_memory = (peak_memory(run) for run in runs)
         note = f"ours reports all {reported[0]} differences; torch.testing reports the first only" if failing else ""
         print(
             f"{name:<11} {reference:>15.3f} {candidate:>8.3f} {reference / candidate:>6.2f}"
             f" {reference_memory / 2**20:>9.0f} {candidate_memory / 2**20:>8.0f}  {note}"
         )
-    print("ratio = torch.testing time / ours (>= 1: ours at least as fast)")
-    print("MiB = peak RSS growth during one extra untimed run, sampled every 1 ms (approximate)")
 
 
 if __name__ == "__main__":
