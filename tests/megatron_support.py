@@ -1,10 +1,13 @@
-"""Skip a test module, saying why, where megatron-core is not installed (``tox -e nemo`` has it)."""
+"""Skip tests, saying why, where megatron-core is not installed (``tox -e nemo`` has it)."""
 
 import importlib.util
 import unittest
 
+HAS_MEGATRON = importlib.util.find_spec("megatron") is not None and importlib.util.find_spec("megatron.core") is not None
+MISSING = "megatron-core is not installed here; `python3 -m tox -e nemo` runs these"
+
 
 def require_megatron() -> None:
-    """Raise unittest.SkipTest unless megatron-core can be imported."""
-    if importlib.util.find_spec("megatron") is None or importlib.util.find_spec("megatron.core") is None:
-        raise unittest.SkipTest("megatron-core is not installed here; `python3 -m tox -e nemo` runs these")
+    """Raise unittest.SkipTest (skipping the calling test module) unless megatron-core can be imported."""
+    if not HAS_MEGATRON:
+        raise unittest.SkipTest(MISSING)

@@ -3,18 +3,16 @@ Megatron-core is installed: `tox -e nemo`; skipped, saying so, elsewhere)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import unittest
 
 import torch
 
 from conformance.training.rng import capture_rng_state, restore_rng_state
+from tests.megatron_support import HAS_MEGATRON, MISSING
 
-HAS_MEGATRON = importlib.util.find_spec("megatron") is not None and importlib.util.find_spec("megatron.core") is not None
 
-
-@unittest.skipUnless(HAS_MEGATRON, "megatron-core is not installed here; `tox -e nemo` runs these")
+@unittest.skipUnless(HAS_MEGATRON, MISSING)
 class TestCPUModelParallelTracker(unittest.TestCase):
     def setUp(self) -> None:
         from megatron.core.tensor_parallel import random as megatron_random

@@ -17,6 +17,7 @@ from conformance import PredictionWriter, PredictionWriterConformance, RNGStateC
 from conformance.predictions import writer_base
 from reference_models.megatron_recipes import MegatronGPTPredictionRecipe, MegatronGPTRecipe
 from reference_models.mutants import Mutant
+from reference_models.mutants.stop_and_go import WEIGHTS_DRIFT
 
 __all__ = ["MEGATRON_MUTANTS"]
 
@@ -67,16 +68,13 @@ class Mutant_tp_ranks_skip_different_batches(MegatronGPTPredictionRecipe, Predic
         return SkipsFinishedBatchesAlone(output_dir)
 
 
-_WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
-                            "test_valid_loss", "test_final_weights"})
-
 MEGATRON_MUTANTS: tuple[Mutant, ...] = (
     Mutant("tracker_not_restored", "the RNG callback leaves out Megatron's model-parallel tracker: attention "
            "dropout draws other masks after the resume", Mutant_tracker_not_restored,
            kills={"test_rng_state": ("at optimizer step 4, micro-batch 0 (after the resume); 3 of 6 compared records "
                                      "of 'rng_state' differ; root['model_parallel']"),
                   "test_train_loss": "after the resume"},
-           may_also_fail=_WEIGHTS_DRIFT, skips=frozenset({"test_elastic_resume"})),
+           may_also_fail=WEIGHTS_DRIFT, skips=frozenset({"test_elastic_resume"})),
     Mutant("writes_on_every_tp_rank", "both tensor-parallel ranks of a replica write the replica's predictions",
            Mutant_writes_on_every_tp_rank,
            kills={"test_file_layout": "rank 1 wrote",

@@ -25,7 +25,7 @@ from reference_models.mutants import Mutant
 from reference_models.mutants.datamodule import UntranslatedElasticDataModule
 from reference_models.recipes import DDPGPTRecipe, ElasticGPTRecipe, GPTRecipe, PerRankDropoutGPT, StepSeededGPT
 
-__all__ = ["STOP_AND_GO_MUTANTS"]
+__all__ = ["STOP_AND_GO_MUTANTS", "WEIGHTS_DRIFT"]
 
 # --- broken building blocks -----------------------------------------------------------------------------------
 
@@ -256,7 +256,8 @@ def _recipe(name: str, base: type = MutantBaseRecipe, **hooks: Any) -> type[unit
     return conformance_class
 
 
-_WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
+#: What drifts after a resume once the weights differ: the consequences a randomness bug may also fail.
+WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
                             "test_valid_loss", "test_final_weights"})
 
 _MUTANTS: tuple[Mutant, ...] = (
@@ -266,42 +267,42 @@ _MUTANTS: tuple[Mutant, ...] = (
         kills={"test_rng_state": "first divergence at optimizer step 5, micro-batch 0 (after the resume)",
                "test_train_outputs": "after the resume", "test_train_loss": "after the resume",
                "test_final_weights": "ends with different weights"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "reseeds_from_uncheckpointed_counter", "reseeds from a batch counter that restarts at 0 after the resume",
         _recipe("reseeds_from_uncheckpointed_counter", model_class=CounterSeededGPT, make_callbacks=lambda cls: []),
         kills={"test_rng_state": "first divergence at optimizer step 5, micro-batch 0 (after the resume)",
                "test_train_loss": "after the resume", "test_final_weights": "ends with different weights"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "lr_scheduler_not_restored", "the LR scheduler's load_state_dict restores nothing",
         _recipe("lr_scheduler_not_restored", model_class=GPTWithForgetfulScheduler),
         kills={"test_lr_scheduler_state": "first divergence at optimizer step 5",
                "test_learning_rate": "first divergence at optimizer step 6"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "datamodule_restarts_from_zero", "the data module ignores its saved state and replays from sample 0",
         _recipe("datamodule_restarts_from_zero", datamodule_class=DataModuleIgnoringState),
         kills={"test_initial_consumed_samples": "replays data", "test_train_inputs": "after the resume",
                "test_consumed_samples": "first divergence at optimizer step 5"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "optimizer_state_lost", "checkpoints drop the AdamW moments",
         _recipe("optimizer_state_lost", model_class=GPTStrippingOptimizerState),
         kills={"test_optimizer_state": "first divergence at optimizer step 5",
                "test_checkpoint_contents": "'optimizer_states' differs"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "adam_second_moments_lost", "Adam's exp_avg_sq is zeroed on load (values ~1e-5, below float32's atol)",
         _recipe("adam_second_moments_lost", model_class=GPTLosingSecondMoments),
         kills={"test_optimizer_state": "first divergence at optimizer step 5 (after the resume); 4 of 8 compared "
                                        "records of 'optimizer_state' differ; root[0]['state'][0]['exp_avg_sq']"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "init_global_step_forgotten", "consumed samples counted from global step 0 after a resume",
@@ -319,7 +320,7 @@ _MUTANTS: tuple[Mutant, ...] = (
         "loop_state_dropped", "checkpoints without loop state: the resumed run restarts at global step 0",
         _recipe("loop_state_dropped", model_class=GPTStrippingLoopState),
         kills={"test_global_step": "the resumed run recorded [optimizer step 1;", "test_checkpoint_contents": "'loops' is missing"},
-        may_also_fail=_WEIGHTS_DRIFT | {"test_learning_rate", "test_lr_scheduler_state", "test_consumed_samples",
+        may_also_fail=WEIGHTS_DRIFT | {"test_learning_rate", "test_lr_scheduler_state", "test_consumed_samples",
                                         "test_initial_consumed_samples", "test_rng_state", "test_train_inputs",
                                         "test_valid_inputs", "test_runs_trained"},
     ),
@@ -341,20 +342,20 @@ _MUTANTS: tuple[Mutant, ...] = (
         "rank_resumes_on_rank0_data", "2 ranks: the data module restores rank 0's data-parallel rank on every rank",
         _recipe("rank_resumes_on_rank0_data", DDPMutantBaseRecipe, datamodule_class=DataModuleRestoringSavedRank),
         kills={"test_train_inputs": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the resume)"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "rng_saved_for_rank0_only", "2 ranks: an RNG callback written for one process checkpoints rank 0's stream only",
         _recipe("rng_saved_for_rank0_only", DDPMutantBaseRecipe, make_callbacks=lambda cls: [SingleProcessRNGCallback()]),
         kills={"test_rng_state": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the resume)"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "ranks_share_dropout_after_resume", "2 ranks reseeding per step: the rank term is restored from rank 0",
         _recipe("ranks_share_dropout_after_resume", DDPMutantBaseRecipe, model_class=StepSeededGPTRestoringRank,
                 make_callbacks=lambda cls: []),
         kills={"test_rng_state": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the resume)"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "unbroadcast_state_restored_on_rank0", "2 ranks: a plain attribute DDP does not broadcast is restored by a "
@@ -363,7 +364,7 @@ _MUTANTS: tuple[Mutant, ...] = (
                 model_class=GPTRestoringTemperatureOnRankZero),
         kills={"test_train_outputs": "first divergence on rank 1 at optimizer step 5, micro-batch 0 (after the "
                                      "resume)"},
-        may_also_fail=_WEIGHTS_DRIFT,
+        may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
         "elastic_position_not_translated", "2 ranks resumed on 1: the data module keeps Lightning's per-rank count of "
@@ -379,7 +380,7 @@ _MUTANTS: tuple[Mutant, ...] = (
         _recipe("module_level_state", model_class=GPTWithModuleLevelCurriculum),
         kills={"test_train_outputs": "first divergence at optimizer step 5, micro-batch 0 (after the resume)"},
         # shorter sequences draw fewer dropout masks, so the random stream moves on differently
-        may_also_fail=_WEIGHTS_DRIFT | {"test_rng_state"},
+        may_also_fail=WEIGHTS_DRIFT | {"test_rng_state"},
     ),
     Mutant(
         "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
