@@ -41,6 +41,8 @@ class CheckOutcome:
     #: For a failed check: the root cause of its suite's failures, and whether this check is where it shows first.
     cause: str = ""
     is_root: bool = False
+    #: What the class's runs are when not what they say (e.g. "NeMo strategy on CPU emulation"), else "".
+    environment: str = ""
 
     def describe_worst(self) -> str:
         """The largest difference seen against its tolerance, in one phrase."""
@@ -79,7 +81,8 @@ class Report:
         """A table per suite class and a closing count line."""
         lines = []
         for suite in dict.fromkeys(outcome.suite for outcome in self.outcomes):
-            lines.append(f"{suite}")
+            environment = next((o.environment for o in self.outcomes if o.suite == suite and o.environment), "")
+            lines.append(f"{suite} [{environment}]" if environment else suite)
             causes = [o for o in self.outcomes if o.suite == suite and o.status in _BAD and o.cause]
             if causes:
                 root = next((o for o in causes if o.is_root), causes[0])
@@ -123,6 +126,10 @@ class Report:
                 errors=str(sum(o.status == ERROR for o in mine)),
                 skipped=str(sum(o.status in (EXPECTED_FAILURE, SKIPPED) for o in mine)),
             )
+            environment = next((o.environment for o in mine if o.environment), "")
+            if environment:
+                properties = ElementTree.SubElement(element, "properties")
+                ElementTree.SubElement(properties, "property", name="environment", value=environment)
             for outcome in mine:
                 case = ElementTree.SubElement(element, "testcase", classname=suite, name=outcome.check,
                                               time=f"{outcome.seconds:.3f}")
@@ -164,7 +171,8 @@ class _CollectingResult(unittest.TestResult):
         reason = getattr(cls, "expected_failures", {}).get(check) if isinstance(test, unittest.TestCase) else None
         outcome = CheckOutcome(suite, check, status, message, time.perf_counter() - self._started,
                                detail.worst if detail else None, detail.summary if detail else "", reason,
-                               detail.cause if detail else "", detail.is_root if detail else False)
+                               detail.cause if detail else "", detail.is_root if detail else False,
+                               getattr(cls, "run_environment", None) or "")
         self.outcomes.append(outcome)
         if self.echo is not None:
             shown = outcome.message.splitlines()[0] if status in _BAD and outcome.message else ""

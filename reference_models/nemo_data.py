@@ -36,7 +36,8 @@ def ensure_megatron_parallel_state() -> None:
 class NeMoSamplerDataModule(pl.LightningDataModule):
     """Synthetic tokens served through NeMo's MegatronDataSampler, resumed the way the seed's data module was."""
 
-    def __init__(self, micro_batch_size: int = 4, global_batch_size: int = 8, num_workers: int = 0) -> None:
+    def __init__(self, micro_batch_size: int = 4, global_batch_size: int = 8, num_workers: int = 0,
+                 train_samples: int = 44) -> None:
         super().__init__()
         self.micro_batch_size = micro_batch_size
         self.global_batch_size = global_batch_size
@@ -44,8 +45,8 @@ class NeMoSamplerDataModule(pl.LightningDataModule):
         self.data_sampler = MegatronDataSampler(seq_len=16, micro_batch_size=micro_batch_size,
                                                 global_batch_size=global_batch_size, dataloader_type="single")
         self.init_global_step = 0
-        self.train_set = SyntheticTokens(44, 16, 64, seed=7)
-        self.val_set = SyntheticTokens(8, 16, 64, seed=8)
+        self.train_set = SyntheticTokens(train_samples, 17, 64, seed=7)
+        self.val_set = SyntheticTokens(8, 17, 64, seed=8)
 
     def setup(self, stage: str) -> None:
         ensure_megatron_parallel_state()
@@ -53,12 +54,19 @@ class NeMoSamplerDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.init_global_step = self.trainer.global_step
         self.data_sampler.init_global_step = self.init_global_step
-        loader = DataLoader(self.train_set, num_workers=self.num_workers)
-        return self.data_sampler.transform_dataloader(loader, consumed_samples=self.data_sampler.init_consumed_samples)
+        return self._loader(self.train_set, "train")
 
     def val_dataloader(self) -> DataLoader:
-        loader = DataLoader(self.val_set, num_workers=self.num_workers)
-        return self.data_sampler.transform_dataloader(loader, consumed_samples=0)
+        return self._loader(self.val_set, "validation")
+
+    def _loader(self, dataset: SyntheticTokens, mode: str) -> DataLoader:
+        """A loader on MegatronDataSampler's batch sampler. ``mode`` is how the sampler tells loaders apart (a
+        "validation" loader starts at sample 0): NeMo's strategy transforms the loader once more and reads it."""
+        loader = DataLoader(dataset, num_workers=self.num_workers)
+        loader.mode = mode
+        loader = self.data_sampler.transform_dataloader(loader)
+        loader.mode = mode
+        return loader
 
     def state_dict(self) -> dict[str, Any]:
         steps = self.trainer.global_step - self.init_global_step

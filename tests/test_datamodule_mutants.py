@@ -11,17 +11,14 @@ from conformance.report import run_classes
 from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
 from reference_models.mutants import Mutant
 from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
-
-
-def _mutant_name(function, index, params) -> str:
-    return f"{function.__name__}_{params.args[0].name}"
+from tests.mutant_support import mutant_test_name
 
 
 @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY,
                  "on Lightning < 2.5 the reference data module itself fails six checks (Lightning resumes one "
                  "micro-batch early), so mutant kill sets are not measurable there")
 class TestDataModuleMutants(unittest.TestCase):
-    @parameterized.expand([(mutant,) for mutant in DATAMODULE_MUTANTS], name_func=_mutant_name)
+    @parameterized.expand([(mutant,) for mutant in DATAMODULE_MUTANTS], name_func=mutant_test_name)
     def test_killed(self, mutant: Mutant) -> None:
         self.assertEqual(mutant.problems(run_classes([mutant.conformance_class])), [])
 

@@ -4,8 +4,6 @@ megatron-core: ``tox -e nemo``)."""
 from __future__ import annotations
 
 import unittest
-from collections.abc import Callable
-from typing import Any
 
 from tests.megatron_support import require_megatron
 
@@ -16,14 +14,11 @@ from parameterized import parameterized
 from conformance.report import run_classes
 from reference_models.mutants import Mutant
 from reference_models.mutants.megatron import MEGATRON_MUTANTS
-
-
-def _mutant_name(function: Callable[..., Any], index: int, params: Any) -> str:
-    return f"{function.__name__}_{params.args[0].name}"
+from tests.mutant_support import mutant_test_name
 
 
 class TestMegatronMutants(unittest.TestCase):
-    @parameterized.expand([(mutant,) for mutant in MEGATRON_MUTANTS], name_func=_mutant_name)
+    @parameterized.expand([(mutant,) for mutant in MEGATRON_MUTANTS], name_func=mutant_test_name)
     def test_killed(self, mutant: Mutant) -> None:
         self.assertEqual(mutant.problems(run_classes([mutant.conformance_class])), [])
 

@@ -10,14 +10,11 @@ from conformance import PredictionWriterConformance
 from conformance.report import run_classes
 from reference_models.mutants import Mutant
 from reference_models.mutants.prediction import PREDICTION_MUTANTS
-
-
-def _mutant_name(function, index, params) -> str:
-    return f"{function.__name__}_{params.args[0].name}"
+from tests.mutant_support import mutant_test_name
 
 
 class TestPredictionMutants(unittest.TestCase):
-    @parameterized.expand([(mutant,) for mutant in PREDICTION_MUTANTS], name_func=_mutant_name)
+    @parameterized.expand([(mutant,) for mutant in PREDICTION_MUTANTS], name_func=mutant_test_name)
     def test_killed(self, mutant: Mutant) -> None:
         self.assertEqual(mutant.problems(run_classes([mutant.conformance_class])), [])
 

@@ -10,14 +10,11 @@ from conformance import StopAndGoConformance
 from conformance.report import run_classes
 from reference_models.mutants import Mutant
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
-
-
-def _mutant_name(function, index, params) -> str:
-    return f"{function.__name__}_{params.args[0].name}"
+from tests.mutant_support import mutant_test_name
 
 
 class TestStopAndGoMutants(unittest.TestCase):
-    @parameterized.expand([(mutant,) for mutant in STOP_AND_GO_MUTANTS], name_func=_mutant_name)
+    @parameterized.expand([(mutant,) for mutant in STOP_AND_GO_MUTANTS], name_func=mutant_test_name)
     def test_killed(self, mutant: Mutant) -> None:
         if mutant.harmless_here():
             self.skipTest(mutant.harmless_here())

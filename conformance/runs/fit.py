@@ -36,7 +36,14 @@ from conformance.runs.processes import (
     recipe_rank_main,
     start_recipe_job,
 )
-from conformance.runs.trainer import build_trainer, quiet_lightning, rank_process_strategy, seeded, world_size_of
+from conformance.runs.trainer import (
+    build_trainer,
+    quiet_lightning,
+    rank_process_strategy,
+    run_context,
+    seeded,
+    world_size_of,
+)
 from conformance.training.records import RecordStore, TrainingRecorder
 
 __all__ = ["OWNED_TRAINER_KWARGS", "FitPlan", "Recipe", "RunOutcome", "fit_run", "run_fits"]
@@ -120,19 +127,19 @@ def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
         callbacks.append(InterruptAfterStep(Interruption(plan.stop_step, plan.interruption, Path(plan.checkpoint))))
     if os.environ.get("CONFORMANCE_PROGRESS") and rank == 0:
         callbacks.append(ProgressPrinter(plan.name, plan.max_steps))
-    with quiet_lightning(), seeded(plan.seed):
+    recipe_kwargs = plan.trainer_kwargs(recipe)
+    with quiet_lightning(), seeded(plan.seed), run_context(recipe_kwargs):
         try:
             model = recipe.make_model()
             datamodule = recipe.make_datamodule()
             has_checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
-            recipe_kwargs = plan.trainer_kwargs(recipe)
             if world_size_of(recipe_kwargs) > 1:
                 recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),
                                                                   process_group_timeout())
             trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS,
                                     run_defaults={"enable_checkpointing": has_checkpointing, **plan.trainer_defaults},
                                     run_settings={"max_steps": plan.max_steps, "max_epochs": -1, "callbacks": callbacks,
-                                                  "default_root_dir": run_dir})
+                                                  "default_root_dir": str(run_dir)})
             trainer.fit(model, datamodule=datamodule, ckpt_path=plan.resume_from)
         except SimulatedPreemption:
             pass

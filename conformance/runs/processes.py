@@ -35,7 +35,7 @@ from typing import Any, NoReturn, TypeVar
 from conformance.errors import ConformanceSetupError
 from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
 
-__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RankJob", "RankLog", "exit_by_signal_as_planned", "failure_text",
+__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "exit_by_signal_as_planned", "failure_text",
            "finish_jobs", "importable_name", "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
 
 #: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
@@ -43,6 +43,8 @@ PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
 _DEFAULT_PROCESS_GROUP_TIMEOUT = 60.0
 #: Where a rank that ends itself by a signal on purpose leaves a note first (see exit_by_signal_as_planned).
 _PLANNED_EXIT_ENV = "CONFORMANCE_PLANNED_EXIT_FILE"
+#: Set to "1" in every rank process the kit launches (code that must never run in the test process checks it).
+RANK_PROCESS_ENV = "CONFORMANCE_RANK_PROCESS"
 #: A failed rank's report shows this much of the end of its output.
 OUTPUT_TAIL_CHARS = 4000
 _PORT_ATTEMPTS = 3
@@ -161,7 +163,7 @@ class RankJob:
                 stale.unlink(missing_ok=True)
             spec = self.folder / f"rank{rank}.json"
             spec.write_text(json.dumps({**self.payload, "rank": rank, "output": str(self._result_path(rank))}))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1",
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1", RANK_PROCESS_ENV: "1",
                    _PLANNED_EXIT_ENV: str(self._planned_path(rank)),
                    PROCESS_GROUP_TIMEOUT_ENV: str(min(_DEFAULT_PROCESS_GROUP_TIMEOUT, self.deadline_s))}
             if self.distributed:

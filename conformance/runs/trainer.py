@@ -18,8 +18,9 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from conformance.errors import ConformanceSetupError
+from conformance.runs.nemo import is_nemo_strategy, run_environment, strategy_context
 
-__all__ = ["TRAINER_DEFAULTS", "build_trainer", "quiet_lightning", "rank_process_strategy", "seeded",
+__all__ = ["TRAINER_DEFAULTS", "build_trainer", "environment_label", "quiet_lightning", "rank_process_strategy", "run_context", "seeded",
            "world_size_of"]
 
 #: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them. The
@@ -36,7 +37,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 def build_trainer(recipe_kwargs: Mapping[str, Any], *, owned: frozenset[str], run_settings: Mapping[str, Any],
                   run_defaults: Mapping[str, Any] | None = None) -> pl.Trainer:
-    """A Trainer from :data:`TRAINER_DEFAULTS` < ``run_defaults`` < ``recipe_kwargs`` < ``run_settings``.
+    """A Trainer from :data:`TRAINER_DEFAULTS` < ``run_defaults`` < ``recipe_kwargs`` < ``run_settings`` (NeMo's
+    Trainer for NeMo's strategy).
 
     ``owned`` names the arguments this kind of run controls (``run_settings`` sets some of them); a recipe that sets
     one of them is a set-up mistake.
@@ -45,7 +47,28 @@ def build_trainer(recipe_kwargs: Mapping[str, Any], *, owned: frozenset[str], ru
     if clash:
         raise ConformanceSetupError(f"trainer_kwargs() sets {clash}, which this conformance run controls itself; "
                                     "remove them")
-    return pl.Trainer(**{**TRAINER_DEFAULTS, **(run_defaults or {}), **recipe_kwargs, **run_settings})
+    kwargs = {**TRAINER_DEFAULTS, **(run_defaults or {}), **recipe_kwargs, **run_settings}
+    if is_nemo_strategy(kwargs.get("strategy")):
+        from nemo.lightning import Trainer as NeMoTrainer  # records the run's configuration in NeMo's checkpoints
+
+        return NeMoTrainer(**kwargs)
+    return pl.Trainer(**kwargs)
+
+
+def run_context(trainer_kwargs: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
+    """What a rank process runs a fit with ``trainer_kwargs()`` inside (see
+    :func:`conformance.runs.nemo.strategy_context`)."""
+    return strategy_context(trainer_kwargs.get("strategy"), _accelerator(trainer_kwargs))
+
+
+def environment_label(trainer_kwargs: Mapping[str, Any]) -> str | None:
+    """How every report must qualify runs with ``trainer_kwargs()``: "NeMo strategy on CPU emulation", or None
+    when the runs are what they say (see :func:`conformance.runs.nemo.run_environment`)."""
+    return run_environment(trainer_kwargs.get("strategy"), _accelerator(trainer_kwargs))
+
+
+def _accelerator(trainer_kwargs: Mapping[str, Any]) -> Any:
+    return trainer_kwargs.get("accelerator", TRAINER_DEFAULTS["accelerator"])
 
 
 def world_size_of(trainer_kwargs: Mapping[str, Any]) -> int:

@@ -81,6 +81,9 @@ class CheckAssertions:
 
     #: Filled in during the run of a class: ``{check_name: CheckDetail}``.
     check_details: ClassVar[dict[str, CheckDetail]]
+    #: What the class's runs are, when not what they say (e.g. "NeMo strategy on CPU emulation"); set at class
+    #: set-up, named in every failure message and report.
+    run_environment: ClassVar[str | None] = None
     _testMethodName: str  # set by unittest.TestCase
 
     @property
@@ -96,7 +99,14 @@ class CheckAssertions:
             lines.append(f"  ... and {len(problems) - MAX_PROBLEMS} more")
         if detail:
             lines.append(indent(detail))
-        raise AssertionError("\n".join(lines))
+        self.raise_failure(lines)
+
+    def raise_failure(self, lines: Sequence[str]) -> NoReturn:
+        """Fail the running check with ``lines`` (headline first); the class's run environment, if it is not what
+        it says, follows the headline."""
+        headline, *rest = lines
+        environment = [f"  (runs: {self.run_environment})"] if self.run_environment else []
+        raise AssertionError("\n".join([headline, *environment, *rest]))
 
     def conclude(self, problems: Sequence[str], summary: str) -> None:
         """Fail listing ``problems`` if there are any; otherwise note ``summary`` for the report."""

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 
 from conformance.compare import Tolerance
 from conformance.errors import ConformanceSetupError
+from conformance.runs.trainer import environment_label
 from conformance.suites._assertions import CheckAssertions
 from conformance.suites._expected_failures import mark_expected_failures
 from conformance.suites._setup_checks import (
@@ -95,6 +96,7 @@ class ConformanceSuite(CheckAssertions):
         cls.validate_settings()
         cls.validate_recipe()
         cls.check_details = {}
+        cls.run_environment = environment_label(cls.trainer_kwargs())
         cls._work_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{cls.__name__}-"))
         try:
             cls.prepare()

@@ -29,6 +29,7 @@ from conformance.predictions.collate import collate, flatten_prediction, take_ro
 from conformance.predictions.reader import NoPredictionsFound, PredictionSet
 from conformance.predictions.writer import PredictionWriter
 from conformance.runs.predict import OWNED_TRAINER_KWARGS, PredictLog, PredictPlan, load_memory, run_predict
+from conformance.runs.trainer import environment_label
 from conformance.sample_ids import default_sample_ids, ids_as_list
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._capabilities import WriterCapabilities
@@ -114,6 +115,10 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
             return [(f"model_parallel_size must be a positive int (the ranks of one model replica: tensor x context "
                      f"x pipeline parallel), got {size!r}")]
         kwargs = cls.trainer_kwargs()
+        if isinstance(kwargs, dict) and environment_label(kwargs):
+            return [(f"trainer_kwargs() asks for {environment_label(kwargs)}, which the kit runs for training only: "
+                     "its emulation does not cover NeMo's predict path. Certify the writer on a GPU (tox -e gpu), or "
+                     "with the model under a Lightning strategy on the CPU")]
         if size > 1 and isinstance(kwargs, dict) and "strategy" not in kwargs:
             return [(f"model_parallel_size = {size} needs the model-parallel strategy that forms those replicas: "
                      "return it as trainer_kwargs()['strategy']")]

@@ -23,15 +23,18 @@ from conformance._text import indent
 from conformance.compare import ComparisonResult, compare
 from conformance.errors import ConformanceSetupError
 from conformance.runs.fit import OWNED_TRAINER_KWARGS, FitPlan, RunOutcome, run_fits
+from conformance.runs.nemo import is_nemo_strategy, saved_checkpoint
 from conformance.runs.processes import importable_name
 from conformance.runs.trainer import world_size_of
 from conformance.sample_ids import SampleIdError, default_sample_ids
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
+from conformance.suites._checkpoint_contents import checkpoint_problems
 from conformance.suites._diagnosis import CAUSAL_ORDER, Divergence, root_cause
 from conformance.suites._elastic import elastic_problems, global_steps
 from conformance.suites._setup_checks import distributed_sampler_problems
 from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
+from conformance.training.checkpoints import load_checkpoint
 from conformance.training.records import Key, RecordStore
 
 __all__ = ["StopAndGoConformance"]
@@ -191,9 +194,11 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def runs_in_process(cls) -> bool:
-        """Whether the runs happen in this process: one device, no elastic resume, ``resume_in_fresh_process`` off."""
+        """Whether the runs happen in this process: one device, no elastic resume, ``resume_in_fresh_process`` off,
+        and not NeMo's strategy (it sets process-wide state; on the CPU it needs the kit's emulation)."""
         try:
-            return not cls.resume_in_fresh_process and cls.world_size() == 1 and not cls.elastic_resume_world_sizes
+            return (not cls.resume_in_fresh_process and cls.world_size() == 1 and not cls.elastic_resume_world_sizes
+                    and not is_nemo_strategy(cls.trainer_kwargs().get("strategy")))
         except ConformanceSetupError:
             return True
 
@@ -222,7 +227,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def prepare(cls) -> None:
         """Train the continuous and interrupted runs, then the resumed run and any elastic resumes."""
         cls._comparisons, cls._final_weights = {}, None
-        checkpoint = cls._work_dir / "interrupted.ckpt"
+        checkpoint = cls._work_dir / "stop.ckpt"
         plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
                                  trainer_defaults=cls.validation_schedule())
         run = functools.partial(run_fits, cls, in_process=cls.runs_in_process(), deadline_s=cls.process_deadline_s)
@@ -231,9 +236,10 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption, checkpoint=str(checkpoint)),
         ])
         sizes = cls.elastic_resume_world_sizes
-        if checkpoint.exists():
-            cls.resumed, *elastic = run([plan("resumed", resume_from=str(checkpoint))] + [
-                plan(f"elastic{size}", resume_from=str(checkpoint), world_size=size,
+        saved = saved_checkpoint(checkpoint)
+        if saved is not None:
+            cls.resumed, *elastic = run([plan("resumed", resume_from=str(saved))] + [
+                plan(f"elastic{size}", resume_from=str(saved), world_size=size,
                      trainer_defaults=cls.validation_schedule(cls.elastic_trainer_kwargs(size))) for size in sizes])
             cls.elastic = dict(zip(sizes, elastic))
         else:
@@ -378,51 +384,25 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def test_checkpoint_contents(self) -> None:
         """The checkpoint loads with weights_only=True and holds the state the resume needs, equal to the run's."""
         self._require_runs("interrupted")
-        path = self._work_dir / "interrupted.ckpt"
-        if not path.exists():
+        path = saved_checkpoint(self._work_dir / "stop.ckpt")
+        if path is None:
             self.fail_check(f"the interrupted run wrote no checkpoint after step {self.stop_step}")
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = load_checkpoint(path)
         except Exception as exc:  # noqa: BLE001 - any load failure is the finding
             self.fail_check(
                 f"the checkpoint cannot be loaded with torch.load(weights_only=True), as Lightning >= 2.6 loads it: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Store recipe state (RNG, data module, "
                 "callbacks) as tensors and plain Python values, not numpy arrays or custom objects"
             )
-        problems = self._checkpoint_problems(checkpoint)
-        self.note_detail(None, f"{len(checkpoint)} top-level entries verified")
+        problems = checkpoint_problems(checkpoint, [rank.records for rank in self.interrupted], self.stop_step)
+        self.note_detail(None, f"{checkpoint.format}: {len(checkpoint.state)} top-level entries"
+                               + (f" and {len(checkpoint.sharded)} sharded tensors" if checkpoint.is_sharded else "")
+                               + " verified")
         if problems:
             self.fail_check(f"the checkpoint after step {self.stop_step} is incomplete or wrong", problems)
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _checkpoint_problems(self, checkpoint: dict[str, Any]) -> list[str]:
-        records = self.interrupted[0].records
-        step = (self.stop_step,)
-        problems = [f"'{key}' is missing" for key in ("state_dict", "optimizer_states", "loops", "global_step")
-                    if key not in checkpoint]
-        if checkpoint.get("global_step", self.stop_step) != self.stop_step:
-            problems.append(f"global_step is {checkpoint['global_step']}, expected {self.stop_step}")
-        expected_parts = {
-            "optimizer_states": records.read("optimizer_state", step),
-            "lr_schedulers": records.read("lr_scheduler_state", step),
-        }
-        for key, expected in expected_parts.items():
-            if expected and key not in checkpoint:
-                problems.append(f"'{key}' is missing although the run has {len(expected)}")
-            elif expected:
-                result = compare(checkpoint[key], expected, atol=0, rtol=0)
-                if not result.ok:
-                    problems.append(f"'{key}' differs from the run's state at step {self.stop_step}:\n"
-                                    + indent(result.format(5), 4))
-        consumed = records.read("consumed_samples", step)
-        datamodule_class = records.read("start", (0,))["datamodule_class"]
-        if consumed is not None:
-            saved = checkpoint.get(datamodule_class)
-            if not isinstance(saved, dict) or saved.get("consumed_samples") != consumed:
-                problems.append(f"the data module's state should be saved under '{datamodule_class}' with "
-                                f"consumed_samples={consumed}, found {saved!r}")
-        return problems
-
     def _check_stream(self, stream: str) -> None:
         """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare."""
         self._require_runs()
@@ -489,13 +469,13 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         and whether this check is where it shows first."""
         root = self._root_cause()
         if root is None:
-            raise AssertionError(message)
+            self.raise_failure(message.splitlines())
         is_root = root.check == self.check_name
         self.note_cause(root.describe(), is_root=is_root)
         headline, _, rest = message.partition("\n")
         cause = (f"  root cause: this is the earliest divergence of all streams; {root.describe()}" if is_root
                  else f"  a consequence of the root cause: {root.describe()}")
-        raise AssertionError("\n".join(part for part in (headline, cause, rest) if part))
+        self.raise_failure([part for part in (headline, cause, rest) if part])
 
     def _require_runs(self, *names: str) -> None:
         """Fail the check unless every rank of the named runs (default: all three) succeeded."""

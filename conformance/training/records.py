@@ -20,7 +20,7 @@ rng_state          (global step, micro-batch)       global RNG states as ``train
 train_inputs       (global step, micro-batch)       the training batch, as ``training_step`` receives it
 train_outputs      (global step, micro-batch)       what the LightningModule's ``forward`` returned
 train_loss         (global step, micro-batch)       the loss ``training_step`` returned
-valid_inputs       (global step, pass, dl, batch)   the validation batch
+valid_inputs       (global step, pass, dl, batch)   the validation batch, as ``validation_step`` receives it
 valid_outputs      (global step, pass, dl, batch)   what ``forward`` returned during validation
 valid_loss         (global step, pass, dl, batch)   the loss ``validation_step`` returned
 start              (global step,)                   global step, consumed samples, data module class
@@ -175,6 +175,10 @@ def datamodule_consumed_samples(trainer: pl.Trainer) -> int | None:
 class TrainingRecorder(pl.Callback):
     """Writes the streams listed in this module's docstring into a :class:`RecordStore` while a run trains.
 
+    Per-micro-batch records are taken around each ``training_step``/``validation_step`` call, numbered by the calls
+    within the optimizer step (or validation pass): Lightning makes one call per batch, NeMo's MegatronStrategy one
+    per micro-batch inside one Lightning batch, whose batch hooks see NeMo's data iterator, not the batch.
+
     It only observes: it never changes the model, the optimizer, the data or any random state.
     """
 
@@ -188,21 +192,21 @@ class TrainingRecorder(pl.Callback):
         #: DDP, Lightning routes the step itself through the module's __call__, so its forward hook also fires
         #: around the whole step, with the step's output).
         self._steps_running = 0
-        #: What training_step returned, as it returned it (Lightning divides the loss it passes to
-        #: on_train_batch_end by the gradient accumulation).
-        self._step_output: Any = None
         self._learning_rates: list[list[float]] = []
         self._batch_step = -1
         self._micro_batch = 0
+        self._sanity_checking = False
         self._validation_step = -1
         self._validation_pass = 0
+        self._validation_dataloader = 0
+        self._validation_batch = 0
 
     # --- observing the model ---------------------------------------------------------------------------------
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._hook = pl_module.register_forward_hook(self._capture_forward)
         wrap_method(pl_module, "training_step", self._observe_training_step)
-        wrap_method(pl_module, "validation_step", self._inside_step)
+        wrap_method(pl_module, "validation_step", self._observe_validation_step)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -215,19 +219,36 @@ class TrainingRecorder(pl.Callback):
     def _observe_training_step(self, training_step: Callable[..., Any], args: tuple[Any, ...],
                                kwargs: dict[str, Any]) -> Any:
         """Record what ``training_step`` starts from, after every batch-start hook (callbacks, module, strategy)
-        ran: a recipe that reseeds in its own ``on_train_batch_start`` is observed after it reseeded."""
+        ran: a recipe that reseeds in its own ``on_train_batch_start`` is observed after it reseeded. Then record
+        what it computed."""
         key = (self._batch_step, self._micro_batch)
+        self._micro_batch += 1
         self.store.write("rng_state", key, capture_rng_state())
         self.store.write("train_inputs", key, args[0] if args else kwargs.get("batch"))  # before any in-place change
-        self._step_output = self._inside_step(training_step, args, kwargs)
-        return self._step_output
+        return self._observe_step("train", key, training_step, args, kwargs)
 
-    def _inside_step(self, step: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _observe_validation_step(self, validation_step: Callable[..., Any], args: tuple[Any, ...],
+                                 kwargs: dict[str, Any]) -> Any:
+        if self._sanity_checking:
+            return validation_step(*args, **kwargs)
+        key = (self._validation_step, self._validation_pass, self._validation_dataloader, self._validation_batch)
+        self._validation_batch += 1
+        self.store.write("valid_inputs", key, args[0] if args else kwargs.get("batch"))
+        return self._observe_step("valid", key, validation_step, args, kwargs)
+
+    def _observe_step(self, phase: str, key: Key, step: Callable[..., Any], args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+        """Run one step, recording what ``forward`` returned inside it and the loss it returned."""
+        self._forward_outputs = []
         self._steps_running += 1
         try:
-            return step(*args, **kwargs)
+            output = step(*args, **kwargs)
         finally:
             self._steps_running -= 1
+        self.store.write(f"{phase}_outputs", key, self._forward_outputs)
+        self.store.write(f"{phase}_loss", key, _loss_of(output))
+        self._forward_outputs = None
+        return output
 
     def _capture_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self._forward_outputs is not None and self._steps_running:
@@ -250,10 +271,10 @@ class TrainingRecorder(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         step = trainer.global_step
-        self._micro_batch = self._micro_batch + 1 if step == self._batch_step else 0
+        if step != self._batch_step:
+            self._micro_batch = 0
         self._batch_step = step
         self._learning_rates = []
-        self._forward_outputs = []
 
     @override
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -263,8 +284,6 @@ class TrainingRecorder(pl.Callback):
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._write_outputs("train", (self._batch_step, self._micro_batch), self._step_output)
-        self._step_output = None
         step = trainer.global_step
         if step == self._batch_step:
             return
@@ -281,34 +300,26 @@ class TrainingRecorder(pl.Callback):
 
     # --- validation ------------------------------------------------------------------------------------------
     @override
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sanity_checking = True
+
+    @override
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sanity_checking = False
+
+    @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             step = trainer.global_step
             self._validation_pass = self._validation_pass + 1 if step == self._validation_step else 0
             self._validation_step = step
+            self._validation_dataloader, self._validation_batch = 0, 0
 
     @override
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        if trainer.sanity_checking:
-            self._forward_outputs = None
-            return
-        self._forward_outputs = []
-        self.store.write("valid_inputs", self._validation_key(dataloader_idx, batch_idx), batch)
-
-    @override
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking:
-            self._write_outputs("valid", self._validation_key(dataloader_idx, batch_idx), outputs)
-
-    def _validation_key(self, dataloader_idx: int, batch_idx: int) -> Key:
-        return (self._validation_step, self._validation_pass, dataloader_idx, batch_idx)
-
-    def _write_outputs(self, phase: str, key: Key, step_output: Any) -> None:
-        self.store.write(f"{phase}_outputs", key, self._forward_outputs)
-        self.store.write(f"{phase}_loss", key, _loss_of(step_output))
-        self._forward_outputs = None
+        if dataloader_idx != self._validation_dataloader:
+            self._validation_dataloader, self._validation_batch = dataloader_idx, 0
 
 
 def _loss_of(step_output: Any) -> Any:

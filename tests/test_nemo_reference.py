@@ -1,0 +1,67 @@
+"""The NeMo 2 reference recipe (nl.MegatronStrategy) passes stop-and-go at TP=1 and at TP=2 over 2 rank
+processes, on the CPU under the kit's emulation, which stays out of the test process and is named in the reports
+(needs nemo-toolkit 2.7: ``tox -e nemo``)."""
+
+from tests.megatron_support import require_nemo
+
+require_nemo()
+
+import os
+import unittest
+from unittest import mock
+
+import torch
+from nemo import lightning as nl
+
+from conformance.errors import ConformanceSetupError
+from conformance.runs.nemo_cpu_emulation import LABEL, cuda_on_cpu
+from conformance.runs.processes import RANK_PROCESS_ENV
+from conformance.runs.trainer import environment_label
+from reference_models.certify_nemo import (  # noqa: F401 - collected as tests
+    TestNeMoGPTStopAndGo,
+    TestNeMoGPTTensorParallelStopAndGo,
+)
+from reference_models.megatron_recipes import MegatronGPTPredictionRecipe
+
+
+class TestCpuEmulation(unittest.TestCase):
+    def test_it_refuses_to_start_in_the_test_process(self) -> None:
+        self.assertNotIn(RANK_PROCESS_ENV, os.environ)
+        with self.assertRaisesRegex(RuntimeError, "only in rank processes the kit launches"), cuda_on_cpu():
+            pass
+
+    def test_cuda_requests_get_the_cpu_inside_and_nothing_is_left_behind(self) -> None:
+        current_device = torch.cuda.current_device
+        with mock.patch.dict(os.environ, {RANK_PROCESS_ENV: "1"}), cuda_on_cpu():
+            self.assertEqual(torch.zeros(2, device="cuda").device.type, "cpu")
+            self.assertEqual(torch.ones(1).to("cuda").device.type, "cpu")
+            self.assertEqual(torch.cuda.current_device(), 0)
+            self.assertEqual(torch.ones(1).type(), "torch.cuda.FloatTensor")
+        self.assertIs(torch.cuda.current_device, current_device)
+        self.assertEqual(torch.ones(1).type(), "torch.FloatTensor")
+        with self.assertRaises((RuntimeError, AssertionError)):
+            torch.zeros(2, device="cuda")
+
+    def test_the_label_names_nemos_strategy_on_the_cpu_only(self) -> None:
+        strategy = nl.MegatronStrategy()
+        self.assertEqual(environment_label({"strategy": strategy}), LABEL)
+        self.assertIsNone(environment_label({"strategy": strategy, "accelerator": "gpu"}))
+        self.assertIsNone(environment_label({"strategy": "ddp"}))
+
+    def test_the_prediction_suite_refuses_nemos_strategy_on_the_cpu(self) -> None:
+        class NeMoPrediction(MegatronGPTPredictionRecipe):
+            model_parallel_size = 1
+
+            @classmethod
+            def trainer_kwargs(cls) -> dict:
+                return {"strategy": nl.MegatronStrategy()}
+
+        from conformance import PredictionWriterConformance
+
+        recipe = type("TestNeMoPrediction", (NeMoPrediction, PredictionWriterConformance, unittest.TestCase), {})
+        with self.assertRaisesRegex(ConformanceSetupError, f"{LABEL}, which the kit runs for training only"):
+            recipe.validate_settings()
+
+
+if __name__ == "__main__":
+    unittest.main()
