@@ -20,5 +20,9 @@ if importlib.util.find_spec("megatron") is not None:  # the tensor-parallel muta
         kill_table(tuple(mutant for mutant in MEGATRON_MUTANTS if issubclass(mutant.conformance_class, suite)), suite,
                    coverage=False)  # a supplement to the suite's catalogue above
         for suite in (StopAndGoConformance, PredictionWriterConformance))
+if importlib.util.find_spec("nemo") is not None:  # NeMo's MegatronStrategy, on its CPU emulation without CUDA
+    from reference_models.mutants.nemo import NEMO_MUTANTS
+
+    table += "\n" + kill_table(NEMO_MUTANTS, StopAndGoConformance, coverage=False)
 print(table)
 sys.exit(0 if "SURVIVED" not in table else 1)
