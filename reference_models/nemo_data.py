@@ -2,8 +2,9 @@
 
 :class:`NeMoSamplerDataModule` follows the seed's MegatronDataModule: the sampler comes from NeMo's
 ``MegatronDataSampler.transform_dataloader``, ``state_dict`` reports ``compute_consumed_samples`` since the loader
-was built, ``load_state_dict`` hands the count back to the sampler. It runs on plain Lightning on the CPU
-(Megatron's parallel state over gloo); NeMo's MegatronStrategy would need CUDA to train.
+was built, ``load_state_dict`` hands the count back to the sampler. The suite probes it twice: on plain Lightning
+(Megatron's parallel state over gloo), where ``compute_consumed_samples`` returns 0, and under NeMo's
+MegatronStrategy (on the CPU, the kit's emulation), where it counts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch.distributed as dist
 from megatron.core import parallel_state
+from nemo import lightning as nl
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
 from torch.utils.data import DataLoader
 
@@ -100,3 +102,38 @@ class TestNeMoSamplerDataModuleResume(DataModuleResumeConformance, unittest.Test
     @classmethod
     def make_datamodule(cls) -> NeMoSamplerDataModule:
         return NeMoSamplerDataModule()
+
+
+_OFFSET_PASS = ("the 'single' sampler (MegatronPretrainingSampler) starts every pass over the data at the consumed "
+                "samples it was built with: after a resume in epoch 0, epoch 1 starts at the resume offset instead "
+                "of sample 0")
+_EPOCH_1 = "a resume in epoch 1 fails: 'no samples left to consume' (consumed samples count past the dataset)"
+_LAST_STEP = ("a resume from epoch 0's last step finds no global batch left in any epoch, so the run stalls (the "
+              "kit's stall guard ends it)")
+
+
+class TestNeMoSamplerDataModuleUnderMegatronStrategy(DataModuleResumeConformance, unittest.TestCase):
+    """The same data module probed under NeMo's MegatronStrategy (on the CPU: its emulation, in rank processes),
+    where ``compute_consumed_samples`` counts: checkpoints hold the right count and every resume within epoch 0
+    continues exactly; what fails is the sampler's second pass (findings recorded as expected failures)."""
+
+    expected_failures: ClassVar[dict[str, str]] = {
+        "test_resume_continues_exactly": f"{_OFFSET_PASS}; {_LAST_STEP}",
+        "test_no_sample_repeated_or_skipped": _LAST_STEP,
+        "test_num_workers": _OFFSET_PASS,
+        "test_multi_epoch_shuffle": f"the 'single' sampler does not shuffle; {_EPOCH_1}",
+        "test_repeated_resumes": _EPOCH_1,
+        "test_state_restored_before_first_batch": _LAST_STEP,
+        "test_validation_starts_at_first_sample": _LAST_STEP,
+        "test_data_parallel_streams": f"{_OFFSET_PASS} (on 2 ranks as well)",
+        "test_elastic_resume": f"{_OFFSET_PASS} (2 -> 1 and 1 -> 2 ranks as well)",
+    }
+
+    @classmethod
+    def make_datamodule(cls) -> NeMoSamplerDataModule:
+        return NeMoSamplerDataModule()
+
+    @classmethod
+    def trainer_kwargs(cls) -> dict[str, Any]:
+        return {"strategy": nl.MegatronStrategy(ckpt_async_save=False, ckpt_parallel_save=False,
+                                                ckpt_load_strictness="raise_all")}

@@ -35,6 +35,11 @@ def main() -> None:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         Path(spec["child_pid_file"]).write_text(str(child.pid))
         time.sleep(3600)
+    elif behaviour == "ok_leaving_a_child":  # as a multiprocessing Manager a library started and never shut down
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        Path(spec["child_pid_file"]).write_text(str(child.pid))
+        Path(spec["output"]).write_text(json.dumps({"rank": rank}))
+        os._exit(0)
     elif behaviour == "chatty":
         for line in range(40_000):
             print(f"line {line} of a rank that writes far more than a pipe buffer holds")

@@ -1,4 +1,5 @@
-"""NeMo's MegatronDataSampler under DataModuleResumeConformance; runs where nemo-toolkit 2.7 is installed."""
+"""NeMo's MegatronDataSampler under DataModuleResumeConformance, on plain Lightning and under NeMo's
+MegatronStrategy; runs where nemo-toolkit 2.7 is installed."""
 
 import unittest
 
@@ -7,4 +8,7 @@ try:
 except ImportError as missing:
     raise unittest.SkipTest(f"nemo-toolkit 2.7 is not installed ({missing}); run `python3 -m tox -e nemo`") from None
 
-from reference_models.nemo_data import TestNeMoSamplerDataModuleResume  # noqa: F401 - collected as a test
+from reference_models.nemo_data import (  # noqa: F401 - collected as tests
+    TestNeMoSamplerDataModuleResume,
+    TestNeMoSamplerDataModuleUnderMegatronStrategy,
+)

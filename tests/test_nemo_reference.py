@@ -15,6 +15,7 @@ from nemo import lightning as nl
 
 from conformance.errors import ConformanceSetupError
 from conformance.runs.nemo_cpu_emulation import LABEL, cuda_on_cpu
+from conformance.runs.probe import strategy_problems
 from conformance.runs.processes import RANK_PROCESS_ENV
 from conformance.runs.trainer import environment_label
 from reference_models.certify_nemo import (  # noqa: F401 - collected as tests
@@ -35,6 +36,7 @@ class TestCpuEmulation(unittest.TestCase):
         with mock.patch.dict(os.environ, {RANK_PROCESS_ENV: "1"}), cuda_on_cpu():
             self.assertEqual(torch.zeros(2, device="cuda").device.type, "cpu")
             self.assertEqual(torch.ones(1).to("cuda").device.type, "cpu")
+            self.assertEqual(torch.ones(1).cuda().device.type, "cpu")
             self.assertEqual(torch.cuda.current_device(), 0)
             self.assertEqual(torch.ones(1).type(), "torch.cuda.FloatTensor")
         self.assertIs(torch.cuda.current_device, current_device)
@@ -61,6 +63,16 @@ class TestCpuEmulation(unittest.TestCase):
         recipe = type("TestNeMoPrediction", (NeMoPrediction, PredictionWriterConformance, unittest.TestCase), {})
         with self.assertRaisesRegex(ConformanceSetupError, f"{LABEL}, which the kit runs for training only"):
             recipe.validate_settings()
+
+
+class TestDataModuleSuiteStrategy(unittest.TestCase):
+    def test_only_nemos_strategy_without_model_parallelism_may_be_given(self) -> None:
+        self.assertEqual(strategy_problems({"strategy": nl.MegatronStrategy()}), [])
+        self.assertEqual(strategy_problems({}), [])
+        [other] = strategy_problems({"strategy": "ddp"})
+        self.assertIn("only NeMo's MegatronStrategy may be given", other)
+        [model_parallel] = strategy_problems({"strategy": nl.MegatronStrategy(tensor_model_parallel_size=2)})
+        self.assertIn("every model-parallel size 1", model_parallel)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,18 @@ class TestRankJob(unittest.TestCase):
             time.sleep(0.1)
         self.assertFalse(alive(child), "a loader worker or other child of a killed rank must not outlive it")
 
+    def test_a_rank_that_succeeds_leaves_no_process_behind(self) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            pid_file = Path(folder) / "child.pid"
+            job, _ = run("ok_leaving_a_child", child_pid_file=str(pid_file))
+            child = int(pid_file.read_text())
+        self.assertIsNone(job.exits()[0].as_log(RankLog).error)
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(alive(child), "a process a rank started and left running must end with its job (NeMo's "
+                                       "checkpoint writer leaves a 350 MB multiprocessing Manager per save)")
+
     def test_output_goes_to_a_file_so_a_chatty_rank_cannot_block(self) -> None:
         job, _ = run("chatty", "ok", deadline_s=60)
         self.assertIsNone(job.exits()[0].as_log(RankLog).error)

@@ -90,6 +90,12 @@ class TestSettingsValidation(unittest.TestCase):
                                                            r"every data-parallel rank its slice .* use_distributed_sampler=False"):
             cls.validate_recipe()
 
+    def test_the_data_module_suite_runs_its_probe_under_its_own_strategy(self) -> None:
+        cls = type("OwnStrategy", (DataModuleResumeConformance, unittest.TestCase), {
+            "make_datamodule": classmethod(lambda cls: SyntheticDataModule()),
+            "trainer_kwargs": classmethod(lambda cls: {"strategy": "ddp"})})
+        self.assertSetupError(cls, "trainer_kwargs() sets strategy='ddp'", "only NeMo's MegatronStrategy may be given")
+
     def test_tolerances_are_validated(self) -> None:
         for tolerances, phrase in [
             ({"test_train_los": {"atol": 1}}, "unknown check 'test_train_los'"),

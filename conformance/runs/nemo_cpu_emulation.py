@@ -8,8 +8,9 @@ about a dozen places, with no switch to avoid them. :func:`cuda_on_cpu` answers 
   ``torch.cuda.synchronize()`` does nothing (checkpoint saving); ``torch.cuda.is_initialized()`` is True (an assert
   in NeMo's checkpoint loading).
 - A torch function mode moves every ``device="cuda"`` (or an ordinal) to the CPU, drops ``pin_memory=True``, turns
-  ``Tensor.to("cuda")`` into a no-op, and has ``Tensor.type()`` name ``torch.cuda.*`` types (an assert in Megatron's
-  gradient clipping).
+  ``Tensor.to("cuda")`` and ``Tensor.cuda()`` into no-ops (the latter: Megatron exchanging checkpoint shards between
+  data-parallel ranks), and has ``Tensor.type()`` name ``torch.cuda.*`` types (an assert in Megatron's gradient
+  clipping).
 - NeMo seeds Megatron's model-parallel RNG tracker only when CUDA devices exist; here the kit's CPU tracker is
   seeded in its place, with the same seed and offsets, so dropout inside tensor-parallel regions has its streams.
 
@@ -64,6 +65,8 @@ class _CudaRequestsOnCpu(TorchFunctionMode):
             kwargs["device"] = _CPU
         if func is torch.Tensor.to and len(args) > 1 and _is_cuda(args[1]):
             args = (args[0], _CPU, *args[2:])
+        if func is torch.Tensor.cuda:
+            return args[0]
         return func(*args, **kwargs)
 
 

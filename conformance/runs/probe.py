@@ -6,30 +6,34 @@ step. It records every training micro-batch's sample ids with its global step an
 ids, and the data module's state when training starts. It can save a checkpoint after a step and crash (as a
 pre-empted job), or resume from a checkpoint. Runs with ``world_size > 1`` are real processes joined by gloo.
 
+A recipe whose ``trainer_kwargs()['strategy']`` is NeMo's MegatronStrategy is probed under that strategy instead,
+with :class:`~conformance.runs.nemo_probe.NeMoSampleProbe` (NeMo runs the micro-batches of a step itself), always
+in rank processes (:mod:`conformance.runs.nemo`).
+
     python -m conformance.runs.probe SPEC.json    # one rank of a multi-process run (used internally)
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
-from typing_extensions import override
 
 from conformance.runs.callbacks import InterruptAfterStep, Interruption, SimulatedPreemption, StallGuard
-from conformance.runs.processes import RankLog, recipe_rank_main, run_recipe_ranks
-from conformance.runs.trainer import build_trainer, quiet_lightning, seeded
+from conformance.runs.nemo import is_nemo_strategy, saved_checkpoint
+from conformance.runs.processes import recipe_rank_main, run_recipe_ranks
+from conformance.runs.sample_probe import ProbeLog, SampleProbe
+from conformance.runs.trainer import build_trainer, quiet_lightning, run_context, seeded
 
-__all__ = ["OWNED_TRAINER_KWARGS", "ProbeLog", "ProbePlan", "accumulation_steps", "run_probe"]
+__all__ = ["OWNED_TRAINER_KWARGS", "ProbePlan", "accumulation_steps", "run_probe", "strategy_problems"]
 
 #: Trainer arguments a probe run sets itself; a recipe's ``trainer_kwargs()`` may not set them.
+#: A recipe may set ``strategy`` only to NeMo's MegatronStrategy (:func:`strategy_problems`).
 OWNED_TRAINER_KWARGS = frozenset({
-    "devices", "strategy", "num_nodes", "max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
+    "devices", "num_nodes", "max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
     "callbacks", "use_distributed_sampler", "enable_checkpointing", "default_root_dir",
 })
 
@@ -46,56 +50,41 @@ class ProbePlan:
     resume_from: str | None = None
 
 
-@dataclass
-class ProbeLog(RankLog):
-    """What one rank of a probe run saw."""
-
-    train: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (global step, epoch, ids)
-    valid: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (global step, batch index, ids)
-    start_state: dict[str, Any] | None = None
-
-
-class SampleProbe(pl.LightningModule):
-    """A model that trains nothing and records the sample ids of every batch it is given."""
-
-    def __init__(self, sample_ids: Callable[[Any], list[int]], log: ProbeLog) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.sample_ids = sample_ids
-        self.probe_log = log
-
-    @override
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.probe_log.train.append((self.trainer.global_step, self.trainer.current_epoch, self.sample_ids(batch)))
-        return self.weight * 0.0
-
-    @override
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.probe_log.valid.append((self.trainer.global_step, batch_idx, self.sample_ids(batch)))
-
-    @override
-    def on_train_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        self.probe_log.start_state = dict(datamodule.state_dict()) if datamodule is not None else None
-
-    @override
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
+def strategy_problems(trainer_kwargs: dict[str, Any]) -> list[str]:
+    """Why the probe cannot run under ``trainer_kwargs()['strategy']``: only NeMo's MegatronStrategy without model
+    parallelism may be given (the probe checks data order, not the model)."""
+    if "strategy" not in trainer_kwargs:
+        return []
+    strategy = trainer_kwargs["strategy"]
+    if not is_nemo_strategy(strategy):
+        return [(f"trainer_kwargs() sets strategy={strategy!r}, but probe runs use the kit's own strategy; only NeMo's "
+                "MegatronStrategy may be given (the probe then runs under it): remove it")]
+    sizes = {name: getattr(strategy, name, 1) for name in ("tensor_model_parallel_size",
+                                                            "pipeline_model_parallel_size",
+                                                            "context_parallel_size")}
+    if any(size != 1 for size in sizes.values()):
+        return [(f"trainer_kwargs()'s MegatronStrategy sets {sizes}; the probe checks data order on data-parallel "
+                "ranks only: give it a MegatronStrategy with every model-parallel size 1")]
+    return []
 
 
 def run_probe(recipe: type, plan: ProbePlan) -> list[ProbeLog]:
     """Run ``plan`` on ``recipe`` (a class with ``make_datamodule``/``sample_ids`` hooks); one log per rank."""
-    if plan.world_size == 1:
+    under_nemo = is_nemo_strategy(recipe.trainer_kwargs().get("strategy"))
+    if plan.world_size == 1 and not under_nemo:
         return [_run_rank(recipe, plan, rank=0)]
     try:
         accumulation_steps(recipe.make_datamodule(), plan.world_size)  # fail fast, before starting processes
     except (AttributeError, ValueError) as exc:
         return [ProbeLog(rank=rank, error=f"{type(exc).__name__}: {exc}") for rank in range(plan.world_size)]
-    return run_recipe_ranks(__name__, recipe, plan, plan.world_size, ProbeLog)
+    # NeMo's strategy needs the recipe's own trainer_kwargs() in the rank: import the class itself
+    return run_recipe_ranks(__name__, recipe, plan, plan.world_size, ProbeLog,
+                            owner_of="" if under_nemo else "make_datamodule")
 
 
 def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
     log = ProbeLog(rank=rank)
+    recipe_kwargs = dict(recipe.trainer_kwargs())
     try:
         datamodule = recipe.make_datamodule()
         if plan.num_workers is not None:
@@ -104,17 +93,27 @@ def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
         callbacks: list[pl.Callback] = [StallGuard()]
         if plan.stop_after_step is not None:
             callbacks.append(InterruptAfterStep(Interruption(plan.stop_after_step, "crash", Path(plan.checkpoint))))
-        with quiet_lightning(), seeded(0):
-            trainer = build_trainer(recipe.trainer_kwargs(), owned=OWNED_TRAINER_KWARGS, run_defaults={
+        if is_nemo_strategy(recipe_kwargs.get("strategy")):
+            from conformance.runs.nemo_probe import NeMoSampleProbe
+
+            # NeMo runs a step's micro-batches inside one Lightning batch; its strategy splits data-parallel ranks
+            probe: SampleProbe = NeMoSampleProbe(recipe.sample_ids, log)
+            steps = {"accumulate_grad_batches": 1, "val_check_interval": 1}
+        else:
+            probe = SampleProbe(recipe.sample_ids, log)
+            steps = {"accumulate_grad_batches": accumulation, "val_check_interval": accumulation,
+                     **({"strategy": "ddp"} if plan.world_size > 1 else {})}
+        resume_from = plan.resume_from and saved_checkpoint(Path(plan.resume_from))
+        with quiet_lightning(), seeded(0), run_context(recipe_kwargs):
+            trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS, run_defaults={
                 "limit_val_batches": 2,
             }, run_settings={
-                "devices": plan.world_size, "max_epochs": plan.max_epochs, "accumulate_grad_batches": accumulation,
-                "val_check_interval": accumulation, "callbacks": callbacks, "use_distributed_sampler": False,
-                "enable_checkpointing": False, "default_root_dir": tempfile.gettempdir(),
-                **({"strategy": "ddp"} if plan.world_size > 1 else {}),
+                "devices": plan.world_size, "max_epochs": plan.max_epochs, "callbacks": callbacks,
+                "use_distributed_sampler": False, "enable_checkpointing": False,
+                "default_root_dir": tempfile.gettempdir(), **steps,
             })
             try:
-                trainer.fit(SampleProbe(recipe.sample_ids, log), datamodule=datamodule, ckpt_path=plan.resume_from)
+                trainer.fit(probe, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
             except SimulatedPreemption:
                 pass
     except Exception as exc:  # noqa: BLE001 - the data module's failure is a finding the checks report

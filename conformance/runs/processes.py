@@ -186,6 +186,8 @@ class RankJob:
                               "(a hung collective or a run far slower than expected)")
         if any(process.poll() is None for process in self._processes):
             return False
+        for process in self._processes:  # what a rank left running (a library's multiprocessing Manager, say)
+            with_group(process, signal.SIGKILL)
         if self._port_was_taken() and self._attempts < _PORT_ATTEMPTS:
             self._start()
             return False
@@ -273,7 +275,8 @@ def _start_process(module: str, spec: str, env: dict[str, str], output: Path, *,
 
 
 def with_group(process: subprocess.Popen[bytes] | ForkedProcess, signum: int) -> None:
-    """Send ``signum`` to ``process`` and its process group (its loader workers), if it still runs."""
+    """Send ``signum`` to ``process`` and its process group (its loader workers, or what it left running after it
+    ended), if any of them still runs."""
     try:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, ClassVar
-
-import torch
 
 from conformance._text import listing
 from conformance.errors import ElasticResumeRefused
-from conformance.runs.probe import OWNED_TRAINER_KWARGS, ProbeLog, ProbePlan, run_probe
+from conformance.runs.nemo import saved_checkpoint
+from conformance.runs.probe import OWNED_TRAINER_KWARGS, ProbePlan, run_probe, strategy_problems
+from conformance.runs.sample_probe import ProbeLog
 from conformance.sample_ids import default_sample_ids
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._capabilities import DataModuleCapabilities
 from conformance.suites._setup_checks import batch_size_problems
+from conformance.training.checkpoints import load_checkpoint
 
 __all__ = ["DataModuleResumeConformance"]
 
@@ -78,9 +80,12 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     # --- set-up --------------------------------------------------------------------------------------------
     @classmethod
     def settings_problems(cls) -> list[str]:
+        problems = []
         if not isinstance(cls.num_epochs, int) or cls.num_epochs < 2:
-            return [f"num_epochs must be an int >= 2, got {cls.num_epochs!r}: resume is also checked in epoch 2"]
-        return []
+            problems.append(f"num_epochs must be an int >= 2, got {cls.num_epochs!r}: resume is also checked in "
+                            "epoch 2")
+        kwargs = cls.trainer_kwargs()
+        return problems + (strategy_problems(dict(kwargs)) if isinstance(kwargs, Mapping) else [])
 
     @classmethod
     def datamodule_problems(cls, datamodule: Any) -> list[str]:
@@ -340,8 +345,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
 
     def _checkpoint_state(self, checkpoint_name: str) -> Any:
         """The data module's state in one of the class's checkpoints (None when it is not there)."""
-        checkpoint = torch.load(self._work_dir / checkpoint_name, map_location="cpu", weights_only=True)
-        return checkpoint.get(self.datamodule.state_key)
+        return load_checkpoint(saved_checkpoint(self._work_dir / checkpoint_name)).state.get(self.datamodule.state_key)
 
     def _consumed_problems(self, where: str, step: int, consumed: Any) -> list[str]:
         """A problem unless ``consumed`` equals ``step`` global batches of samples."""
