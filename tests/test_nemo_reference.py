@@ -8,11 +8,13 @@ require_nemo()
 
 import os
 import unittest
+from typing import Any
 from unittest import mock
 
 import torch
 from nemo import lightning as nl
 
+from conformance import StopAndGoConformance
 from conformance.errors import ConformanceSetupError
 from conformance.runs.nemo_cpu_emulation import LABEL, cuda_on_cpu
 from conformance.runs.probe import strategy_problems
@@ -23,6 +25,8 @@ from reference_models.certify_nemo import (  # noqa: F401 - collected as tests
     TestNeMoGPTTensorParallelStopAndGo,
 )
 from reference_models.megatron_recipes import MegatronGPTPredictionRecipe
+from reference_models.nemo_data import NeMoSamplerDataModule
+from reference_models.nemo_gpt import NeMoGPT, NeMoGPTRecipe
 
 
 class TestCpuEmulation(unittest.TestCase):
@@ -63,6 +67,38 @@ class TestCpuEmulation(unittest.TestCase):
         recipe = type("TestNeMoPrediction", (NeMoPrediction, PredictionWriterConformance, unittest.TestCase), {})
         with self.assertRaisesRegex(ConformanceSetupError, f"{LABEL}, which the kit runs for training only"):
             recipe.validate_settings()
+
+
+class NeMoGPTWithoutLossReduction(NeMoGPT):
+    """The NeMo GPT as a first draft might be: nothing reduces its per-token losses."""
+
+    training_loss_reduction = None
+
+
+class TestNeMoSetupMistakes(unittest.TestCase):
+    """Each of these ended in a traceback from deep inside NeMo in every check (found by an outside NeMo recipe);
+    now each is one ConformanceSetupError before anything trains."""
+
+    def assertSetupError(self, phrase: str, **changes: Any) -> None:
+        cls = type("TestBroken", (NeMoGPTRecipe, StopAndGoConformance, unittest.TestCase),
+                   {name: classmethod(lambda cls, value=value: value()) for name, value in changes.items()})
+        with self.assertRaises(ConformanceSetupError) as caught:
+            cls.validate_recipe()
+        self.assertIn(phrase, str(caught.exception))
+
+    def test_tensor_parallelism_over_too_few_devices(self) -> None:
+        self.assertSetupError("needs a multiple of 2 ranks", trainer_kwargs=lambda: {
+            "devices": 1, "strategy": nl.MegatronStrategy(tensor_model_parallel_size=2, ckpt_async_save=False)})
+
+    def test_an_asynchronous_checkpoint_save(self) -> None:
+        self.assertSetupError("ckpt_async_save=False", trainer_kwargs=lambda: {"strategy": nl.MegatronStrategy()})
+
+    def test_a_global_batch_the_micro_batches_do_not_divide(self) -> None:
+        self.assertSetupError("global_batch_size 4, not a multiple of micro_batch_size 3", make_datamodule=lambda: (
+            NeMoSamplerDataModule(micro_batch_size=3, global_batch_size=4)))
+
+    def test_a_model_without_a_loss_reduction(self) -> None:
+        self.assertSetupError("without training_loss_reduction", make_model=NeMoGPTWithoutLossReduction)
 
 
 class TestDataModuleSuiteStrategy(unittest.TestCase):

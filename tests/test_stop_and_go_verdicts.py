@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import unittest
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -55,6 +57,32 @@ class TestValidationSchedule(unittest.TestCase):
                     outcome = report.outcome(cls.__qualname__, check)
                     self.assertEqual(outcome.status, "failed")
                     self.assertIn("nothing to compare after the resume point", outcome.message)
+
+
+class TestValidationAtTheStopStep(unittest.TestCase):
+    """Found by an outside NeMo recipe: a clean stop between two validations failed every validation check."""
+
+    def test_the_validation_a_clean_stop_adds_is_no_divergence(self) -> None:
+        cls = conformance_class(LongEpochRecipe, "CleanStopOffSchedule", interruption="clean", num_steps=6,
+                                stop_step=3)
+        report = run_classes([cls])
+        self.assertTrue(report.ok, report.format_text())
+
+    def test_a_validation_pass_at_the_stop_step_may_be_lost_only_whole(self) -> None:
+        cls = conformance_class(LongEpochRecipe, "Excuses", num_steps=6, stop_step=4)
+        with tempfile.TemporaryDirectory() as folder:
+            interrupted, resumed = RecordStore(Path(folder) / "i"), RecordStore(Path(folder) / "r")
+            resumed.write("valid_loss", (4, 0, 0, 0), torch.tensor(1.0))  # batch 1 of the pass never came
+            lost, extra = cls._stop_step_validation(cls, "valid_loss", interrupted, resumed)
+            self.assertFalse(lost((4, 0, 0, 1)), "a pass replayed in part must be complete")
+            self.assertTrue(lost((4, 1, 0, 0)), "a pass the runs never started is lost to the interruption")
+            self.assertFalse(lost((2, 0, 0, 0)))
+            self.assertFalse(extra((4, 0, 0, 0)), "only a clean stop adds a validation")
+            clean = conformance_class(LongEpochRecipe, "CleanExcuses", num_steps=6, stop_step=4, interruption="clean")
+            interrupted.write("valid_loss", (4, 1, 0, 0), torch.tensor(1.0))
+            _, extra = clean._stop_step_validation(clean, "valid_loss", interrupted, resumed)
+            self.assertTrue(extra((4, 1, 0, 0)))
+            self.assertFalse(extra((4, 0, 0, 0)), "the resumed run's records are never excused")
 
 
 class NoOptimizerGPT(TinyGPT):

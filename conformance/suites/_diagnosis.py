@@ -23,8 +23,10 @@ CAUSAL_ORDER = ("rng_state", "train_inputs", "train_outputs", "train_loss", "glo
 
 _REMEDIES = {
     "rng_state": "the random state is not restored: add conformance.RNGStateCallback() to make_callbacks(), or "
-                 "reseed python, numpy and torch from the global step (and micro-batch and data-parallel rank, so "
-                 "that ranks draw different masks) in the model's on_train_batch_start",
+                 "reseed python, numpy and torch (and Megatron's model-parallel RNG tracker, if the model draws "
+                 "from it) from the global step (and micro-batch and data-parallel rank, so that ranks draw "
+                 "different masks) where each micro-batch starts: the model's on_train_batch_start, or its "
+                 "data_step under NeMo's strategy (one Lightning batch holds all micro-batches of a step there)",
     "train_inputs": "the data position is not restored: keep the consumed-samples count in the data module's "
                     "state_dict() and start the train loader after it (conformance.ResumableDataModule does)",
     "train_outputs": "with the same inputs and random state the model computes something else: weights or module "

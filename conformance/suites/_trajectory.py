@@ -128,8 +128,11 @@ class RankedComparison:
 
 def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStore, resumed: RecordStore, *,
                    options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False,
+                   may_be_extra: Callable[[Key], bool] = lambda key: False,
                    rank: int | None = None) -> StreamComparison:
-    """Compare ``stream`` record by record, the continuous run's records being the expected values."""
+    """Compare ``stream`` record by record, the continuous run's records being the expected values; a record the
+    continuous run has may be missing only where ``may_be_lost`` allows it, one it lacks only where
+    ``may_be_extra`` does."""
     outcome = StreamComparison(stream, rank)
     trajectory: dict[Key, tuple[RecordStore, str]] = {key: (interrupted, BEFORE) for key in interrupted.keys(stream)}
     for key in resumed.keys(stream):
@@ -138,7 +141,7 @@ def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStor
         trajectory[key] = (resumed, AFTER)
     expected_keys = continuous.keys(stream)
     outcome.missing = [key for key in expected_keys if key not in trajectory and not may_be_lost(key)]
-    outcome.extra = sorted(set(trajectory) - set(expected_keys))
+    outcome.extra = sorted(key for key in set(trajectory) - set(expected_keys) if not may_be_extra(key))
     for key in expected_keys:
         if key not in trajectory:
             continue

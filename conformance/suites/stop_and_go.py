@@ -24,6 +24,7 @@ from conformance.compare import ComparisonResult, compare
 from conformance.errors import ConformanceSetupError
 from conformance.runs.fit import OWNED_TRAINER_KWARGS, FitPlan, RunOutcome, run_fits
 from conformance.runs.nemo import is_nemo_strategy, saved_checkpoint
+from conformance.runs.nemo import recipe_problems as nemo_recipe_problems
 from conformance.runs.processes import importable_name
 from conformance.runs.trainer import world_size_of
 from conformance.sample_ids import SampleIdError, default_sample_ids
@@ -185,6 +186,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         problems = super().recipe_problems()
         if not problems and cls.world_size() > 1:
             problems += distributed_sampler_problems(cls.trainer_kwargs(), cls.make_datamodule())
+        if not problems:
+            problems += nemo_recipe_problems(cls.trainer_kwargs().get("strategy"), cls.world_size(), cls.make_model(),
+                                             cls.make_datamodule())
         return problems
 
     @classmethod
@@ -424,18 +428,41 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         return self.stop_step if stream in _PER_MICRO_BATCH else self.stop_step + 1
 
     def _comparison(self, stream: str) -> RankedComparison:
-        """``stream`` compared along the trajectory, once per class; a validation right after the stop step may be
-        lost to the interruption."""
+        """``stream`` compared along the trajectory, once per class (see :meth:`_stop_step_validation`)."""
         cls = type(self)
         if stream not in cls._comparisons:
-            lost = (lambda key: key[0] == self.stop_step) if stream.startswith("valid_") else (lambda key: False)
             several = len(self.continuous) > 1
-            cls._comparisons[stream] = RankedComparison([
-                compare_stream(stream, continuous.records, interrupted.records, resumed.records,
-                               options=self.comparison_options(f"test_{stream}"), may_be_lost=lost,
-                               rank=continuous.rank if several else None)
-                for continuous, interrupted, resumed in zip(self.continuous, self.interrupted, self.resumed)])
+            comparisons = []
+            for continuous, interrupted, resumed in zip(self.continuous, self.interrupted, self.resumed):
+                lost, extra = self._stop_step_validation(stream, interrupted.records, resumed.records)
+                comparisons.append(compare_stream(
+                    stream, continuous.records, interrupted.records, resumed.records,
+                    options=self.comparison_options(f"test_{stream}"), may_be_lost=lost, may_be_extra=extra,
+                    rank=continuous.rank if several else None))
+            cls._comparisons[stream] = RankedComparison(comparisons)
         return cls._comparisons[stream]
+
+    def _stop_step_validation(self, stream: str, interrupted: RecordStore, resumed: RecordStore
+                              ) -> tuple[Callable[[Key], bool], Callable[[Key], bool]]:
+        """Which validation records at the stop step the interruption excuses: (may be missing, may be extra).
+
+        A validation pass due right after the stop step may be lost to the interruption, but only as a whole pass:
+        a pass the runs recorded in part is a replay, and must be complete. A clean stop makes Lightning validate
+        once more in the interrupted run (it validates when a run stops), so that run's validation at the stop step
+        may be one the uninterrupted run does not have.
+        """
+        if not stream.startswith("valid_"):
+            return (lambda key: False), (lambda key: False)
+        recorded_passes = {key[:2] for key in interrupted.keys(stream) + resumed.keys(stream)}
+        interrupted_keys = set(interrupted.keys(stream))
+
+        def lost(key: Key) -> bool:
+            return key[0] == self.stop_step and key[:2] not in recorded_passes
+
+        def extra(key: Key) -> bool:
+            return self.interruption == "clean" and key[0] == self.stop_step and key in interrupted_keys
+
+        return lost, extra
 
     def _final_weights_comparison(self) -> list[ComparisonResult]:
         """The final weights of each rank of the resumed run compared with the same rank's of the continuous run."""
