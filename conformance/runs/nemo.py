@@ -1,9 +1,9 @@
 """NeMo 2 runs: which recipes train with NeMo's ``MegatronStrategy``, the Trainer they get, and where they run.
 
 A recipe opts in by returning ``nemo.lightning.MegatronStrategy(...)`` as ``trainer_kwargs()['strategy']``. Its runs
-then use ``nemo.lightning.Trainer`` (:mod:`conformance.runs.trainer`) and happen in the kit's rank processes only. On CUDA NeMo runs as it is; on the
-CPU it runs under :mod:`conformance.runs.nemo_cpu_emulation`, named in every report. Importing this module never
-imports NeMo.
+then use ``nemo.lightning.Trainer`` (:mod:`conformance.runs.trainer`) and happen in the kit's rank processes only.
+On CUDA NeMo runs as it is; on the CPU it runs under :mod:`conformance.runs.nemo_cpu_emulation`, named in every
+report. Importing this module never imports NeMo.
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ from typing import Any, NoReturn, TypeVar
 from conformance.errors import ConformanceSetupError
 from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
 
-__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "exit_by_signal_as_planned", "failure_text",
-           "finish_jobs", "importable_name", "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
+__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog",
+           "exit_by_signal_as_planned", "failure_text", "finish_jobs", "importable_name", "process_group_timeout",
+           "recipe_rank_main", "run_recipe_ranks"]
 
 #: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
 PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
@@ -163,8 +164,8 @@ class RankJob:
                 stale.unlink(missing_ok=True)
             spec = self.folder / f"rank{rank}.json"
             spec.write_text(json.dumps({**self.payload, "rank": rank, "output": str(self._result_path(rank))}))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1", RANK_PROCESS_ENV: "1",
-                   _PLANNED_EXIT_ENV: str(self._planned_path(rank)),
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1",
+                   RANK_PROCESS_ENV: "1", _PLANNED_EXIT_ENV: str(self._planned_path(rank)),
                    PROCESS_GROUP_TIMEOUT_ENV: str(min(_DEFAULT_PROCESS_GROUP_TIMEOUT, self.deadline_s))}
             if self.distributed:
                 env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(self.world_size),

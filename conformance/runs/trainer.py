@@ -20,8 +20,8 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from conformance.errors import ConformanceSetupError
 from conformance.runs.nemo import is_nemo_strategy, run_environment, strategy_context
 
-__all__ = ["TRAINER_DEFAULTS", "build_trainer", "environment_label", "quiet_lightning", "rank_process_strategy", "run_context", "seeded",
-           "world_size_of"]
+__all__ = ["TRAINER_DEFAULTS", "build_trainer", "environment_label", "quiet_lightning", "rank_process_strategy",
+           "run_context", "seeded", "world_size_of"]
 
 #: Trainer defaults that keep conformance runs quiet and cheap; a recipe's ``trainer_kwargs()`` overrides them. The
 #: accelerator is the CPU unless ``CONFORMANCE_ACCELERATOR`` names another (``tox -e gpu`` sets ``gpu``).
