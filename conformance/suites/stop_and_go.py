@@ -186,9 +186,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         problems = super().recipe_problems()
         if not problems and cls.world_size() > 1:
             problems += distributed_sampler_problems(cls.trainer_kwargs(), cls.make_datamodule())
-        if not problems:
-            problems += nemo_recipe_problems(cls.trainer_kwargs().get("strategy"), cls.world_size(), cls.make_model(),
-                                             cls.make_datamodule())
+        strategy = cls.trainer_kwargs().get("strategy")
+        if not problems and is_nemo_strategy(strategy):  # builds the recipe once more: only where it is needed
+            problems += nemo_recipe_problems(strategy, cls.world_size(), cls.make_model(), cls.make_datamodule())
         return problems
 
     @classmethod
