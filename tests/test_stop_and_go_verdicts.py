@@ -73,13 +73,13 @@ class TestValidationAtTheStopStep(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             interrupted, resumed = RecordStore(Path(folder) / "i"), RecordStore(Path(folder) / "r")
             resumed.write("valid_loss", (4, 0, 0, 0), torch.tensor(1.0))
-            lost, extra = cls._stop_step_validation(cls, "valid_loss", interrupted, resumed)
+            lost, extra = cls._stop_step_validation(cls, "valid_loss", interrupted)
             self.assertTrue(lost((4, 0, 0, 1)), "Lightning 2.4 replays the stop step's validation in part")
             self.assertFalse(lost((2, 0, 0, 0)))
             self.assertFalse(extra((4, 0, 0, 0)), "only a clean stop adds a validation")
             clean = conformance_class(LongEpochRecipe, "CleanExcuses", num_steps=6, stop_step=4, interruption="clean")
             interrupted.write("valid_loss", (4, 1, 0, 0), torch.tensor(1.0))
-            _, extra = clean._stop_step_validation(clean, "valid_loss", interrupted, resumed)
+            _, extra = clean._stop_step_validation(clean, "valid_loss", interrupted)
             self.assertTrue(extra((4, 1, 0, 0)))
             self.assertFalse(extra((4, 0, 0, 0)), "the resumed run's records are never excused")
 

@@ -61,7 +61,7 @@ class NeMoSampleProbe(SampleProbe):
 
     def training_step(self, batch: Any, batch_idx: int | None = None) -> torch.Tensor:
         super().training_step(batch, 0)
-        return self._zero_losses(batch)
+        return self._zero_losses(batch, len(self.probe_log.train[-1][2]))
 
     def on_validation_start(self) -> None:
         self._validation_calls = 0
@@ -69,11 +69,10 @@ class NeMoSampleProbe(SampleProbe):
     def validation_step(self, batch: Any, batch_idx: int | None = None) -> torch.Tensor:
         super().validation_step(batch, self._validation_calls)  # one call per micro-batch, counted per validation
         self._validation_calls += 1
-        return self._zero_losses(batch)
+        return self._zero_losses(batch, len(self.probe_log.valid[-1][2]))
 
-    def _zero_losses(self, batch: Any) -> torch.Tensor:
+    def _zero_losses(self, batch: Any, samples: int) -> torch.Tensor:
         """A zero loss per sample ([samples, 1]), with the loss mask NeMo's reduction reads put into ``batch``."""
-        samples = len(self.sample_ids(batch))
         batch["loss_mask"] = torch.ones(samples, 1)
         return self.module.weight.expand(samples, 1) * 0.0
 

@@ -434,7 +434,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             several = len(self.continuous) > 1
             comparisons = []
             for continuous, interrupted, resumed in zip(self.continuous, self.interrupted, self.resumed):
-                lost, extra = self._stop_step_validation(stream, interrupted.records, resumed.records)
+                lost, extra = self._stop_step_validation(stream, interrupted.records)
                 comparisons.append(compare_stream(
                     stream, continuous.records, interrupted.records, resumed.records,
                     options=self.comparison_options(f"test_{stream}"), may_be_lost=lost, may_be_extra=extra,
@@ -442,7 +442,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             cls._comparisons[stream] = RankedComparison(comparisons)
         return cls._comparisons[stream]
 
-    def _stop_step_validation(self, stream: str, interrupted: RecordStore, resumed: RecordStore
+    def _stop_step_validation(self, stream: str, interrupted: RecordStore
                               ) -> tuple[Callable[[Key], bool], Callable[[Key], bool]]:
         """Which validation records at the stop step the interruption excuses: (may be missing, may be extra).
 
