@@ -1,17 +1,22 @@
 """Benchmark: what certifying a recipe costs over training it, in this process and in fresh rank processes.
 
-Per class: *bare* is the continuous, interrupted and resumed trainings without recorders or checks, in this
-process (one rank) or in rank processes (two); *in-process suite* is the whole class (recorded runs and every
-check) with ``resume_in_fresh_process = False``; *fresh-process suite* is the class as adopters run it, every run
-in new processes forked from the kit's fork server (the resumed one included). All columns of a class alternate
-``--repeats`` times in one process, so they see the same machine; minimum and median are reported.
+Per class: *bare* is the same three trainings as the suite's (continuous, interrupted with its checkpoint, resumed;
+the same validation schedule) without recorders or checks, in this process (one rank) or in rank processes (two);
+*in-process suite* is the whole class (recorded runs and every check) with ``resume_in_fresh_process = False``;
+*fresh-process suite* is the class as adopters run it, every run in new processes forked from the kit's fork server
+(the resumed one included). Each repeat runs the columns of a class back to back, in rotating order, each after a
+full garbage collection (a collection of the oldest generation costs ~0.17 s in this process and would otherwise
+land in whichever column happened to trigger it); the ratio suite / bare is taken per repeat. Reported: median of
+the times, and of the ratios with their quartiles and range. torch runs on ``--threads`` threads.
 
-    python bench/bench_stop_and_go_overhead.py [--repeats 3]
+    python bench/bench_stop_and_go_overhead.py [--repeats 5] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import shutil
 import statistics
 import sys
@@ -23,9 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+
 from conformance import StopAndGoConformance
 from conformance.report import run_classes
 from conformance.runs.fit import FitPlan, run_fits
+from conformance.runs.nemo import saved_checkpoint
 from reference_models.certify import TestTinyBERTStopAndGo, TestTinyGPTDDPStopAndGo, TestTinyGPTStopAndGo
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
@@ -48,17 +56,17 @@ class WiderGPTStopAndGo(GPTRecipe, StopAndGoConformance, unittest.TestCase):
 
 
 def bare_runs(cls: type) -> float:
-    """Seconds for the class's three trainings without recorders (in this process when it has one rank)."""
+    """Seconds for the class's three trainings as its ``prepare`` runs them, without recorders."""
     work = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     try:
-        checkpoint = str(work / "interrupted.ckpt")
-        plan = {"work_dir": str(work), "max_steps": cls.num_steps, "seed": cls.seed, "record": False}
-        run = {"in_process": cls.world_size() == 1, "deadline_s": 600}
+        checkpoint = work / "stop.ckpt"
+        plan = functools.partial(FitPlan, work_dir=str(work), max_steps=cls.num_steps, seed=cls.seed, record=False,
+                                 trainer_defaults=cls.validation_schedule())
+        run = functools.partial(run_fits, cls, in_process=cls.world_size() == 1, deadline_s=600)
         started = time.perf_counter()
-        run_fits(cls, [FitPlan("continuous", **plan)], **run)
-        run_fits(cls, [FitPlan("interrupted", stop_step=cls.stop_step, interruption="crash", checkpoint=checkpoint,
-                               **plan)], **run)
-        [resumed] = run_fits(cls, [FitPlan("resumed", resume_from=checkpoint, **plan)], **run)
+        run([plan("continuous"), plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption,
+                                      checkpoint=str(checkpoint))])
+        [resumed] = run([plan("resumed", resume_from=str(saved_checkpoint(checkpoint)))])
         elapsed = time.perf_counter() - started
         if any(rank.error for rank in resumed):
             raise RuntimeError(next(rank.error for rank in resumed if rank.error))
@@ -84,31 +92,45 @@ def in_process(cls: type) -> type | None:
     return type(cls.__name__, (cls,), {"resume_in_fresh_process": False})
 
 
+def timed(measure: Callable[[], float]) -> float:
+    gc.collect()
+    return measure()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     bare_runs(TestTinyGPTStopAndGo)  # warm-up: imports, first-call allocations
-    columns: dict[str, Callable[[type], type | None]] = {
-        "bare 3 runs": lambda cls: cls,
-        "in-process suite": in_process,
-        "fresh-process suite": lambda cls: None if not cls.resume_in_fresh_process else cls,
+    columns: dict[str, Callable[[type], Callable[[], float] | None]] = {
+        "bare": lambda cls: lambda: bare_runs(cls),
+        "in-process suite": lambda cls: (lambda: whole_suite(target)) if (target := in_process(cls)) else None,
+        "fresh-process suite": lambda cls: (lambda: whole_suite(cls)) if cls.resume_in_fresh_process else None,
     }
-    print(f"{'class':<24} {'ranks':>5} " + " ".join(f"{name + ' [s]':>22}" for name in columns)
-          + f" {'fresh/bare':>10}  (min and median of {args.repeats}, columns interleaved)")
+    print(f"{args.repeats} repeats, torch threads {torch.get_num_threads()}; times: median [s]; ratio to bare: median "
+          "[quartiles] (min-max)\n")
+    print("| class | ranks | bare 3 runs | in-process suite | fresh-process suite |")
+    print("|---|---:|---:|---|---|")
     for cls in (TestTinyGPTStopAndGo, TestTinyBERTStopAndGo, TestTinyGPTDDPStopAndGo, WiderGPTStopAndGo):
-        times: dict[str, list[float]] = {name: [] for name in columns}
-        for _ in range(args.repeats):
-            for name, variant in columns.items():
-                target = variant(cls)
-                if target is not None:
-                    times[name].append(bare_runs(cls) if name == "bare 3 runs" else whole_suite(target))
-        for label, pick in (("min", min), ("median", statistics.median)):
-            picked = {name: pick(values) if values else None for name, values in times.items()}
-            cells = " ".join(f"{value:>22.2f}" if value is not None else f"{'-':>22}" for value in picked.values())
-            fresh, bare = picked["fresh-process suite"], picked["bare 3 runs"]
-            ratio = f"{fresh / bare:>9.2f}x" if fresh is not None else f"{'-':>10}"
-            print(f"{cls.__name__:<24} {cls.world_size():>5} {cells} {ratio}  {label}")
+        measures = {name: make(cls) for name, make in columns.items()}
+        times: dict[str, list[float]] = {name: [] for name, measure in measures.items() if measure is not None}
+        names = list(times)
+        for repeat in range(args.repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(timed(measures[name]))  # type: ignore[arg-type]
+        cells = [f"{statistics.median(times['bare']):.2f} s"]
+        for name in list(columns)[1:]:
+            if name not in times:
+                cells.append("-")
+                continue
+            ratios = sorted(suite / bare for suite, bare in zip(times[name], times["bare"]))
+            low, middle, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            cells.append(f"{statistics.median(times[name]):.2f} s: {middle:.2f}x [{low:.2f}-{high:.2f}] "
+                         f"({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        print(f"| {cls.__name__} | {cls.world_size()} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Every prediction is ``{"idx": int64 [16], "logits": float32 [16, 64, 1024]}`` (4
    indices, hook calls) is charged to baselines and kit writers alike:
      raw files     open/write/close of the tensors' bytes, one new file per batch (baseline of the batch paths)
      raw append    the same bytes appended to one file kept open (baseline of the epoch paths and of parquet)
+     ... reserved  each raw baseline again with the disk blocks reserved before the writes, as the kit's writers
+                   now do (conformance._append): shows how much of a writer's lead over raw writes that alone gives
      torch.save    ``torch.save({**prediction, "batch_idx": tensor}, path)`` per batch (the seed's batch writer)
      seed epoch    ``BasePredictionWriter("epoch")``: Lightning keeps every prediction, one ``torch.save`` at the end
    Why a real Trainer and not the hooks on a fake trainer: the writers' hooks read the trainer (ranks, dataloaders,
@@ -71,29 +73,33 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from conformance import ParquetPredictionWriter, PredictionWriter, read_predictions
+from conformance._append import AppendFile, Reservation
 
 ROWS = 16
 LOGITS_SHAPE = (ROWS, 64, 1024)
 BATCH_BYTES = ROWS * 8 + ROWS * 64 * 1024 * 4
 MIB = 2**20
 
-#: name -> (label, baseline for the ratio, target)
-PATHS: dict[str, tuple[str, str | None, str | None]] = {
+#: name -> (label, raw baseline it is measured against, target: the least ratio of its throughput to the baseline's)
+PATHS: dict[str, tuple[str, str | None, float | None]] = {
     "none": ("no writer (zero baseline)", None, None),
     "raw-files": ("raw bytes, new file per batch", None, None),
     "raw-append": ("raw bytes, appended to one file", None, None),
+    "raw-files-reserved": ("raw bytes, new file per batch, its blocks reserved first", "raw-files", None),
+    "raw-append-reserved": ("raw bytes, appended, blocks reserved ahead (as the kit's writers do)", "raw-append",
+                            None),
     "torch.save": ("torch.save per batch (seed)", "raw-files", None),
-    "batch-pt": ("PredictionWriter batch .pt", "raw-files", "torch.save"),
-    "batch-safetensors": ("PredictionWriter batch .safetensors", "raw-files", "raw"),
-    "epoch-pt": ("PredictionWriter epoch .pt", "raw-append", "torch.save"),
-    "epoch-safetensors": ("PredictionWriter epoch .safetensors", "raw-append", "raw"),
-    "parquet": ("ParquetPredictionWriter", "raw-append", "raw"),
+    "batch-pt": ("PredictionWriter batch .pt", "raw-files", 0.7),
+    "batch-safetensors": ("PredictionWriter batch .safetensors", "raw-files", 0.8),
+    "epoch-pt": ("PredictionWriter epoch .pt", "raw-append", 0.7),
+    "epoch-safetensors": ("PredictionWriter epoch .safetensors", "raw-append", 0.7),
+    "parquet": ("ParquetPredictionWriter", "raw-append", 0.7),
     "naive-epoch": ("seed epoch writer: list + torch.save", "raw-append", None),
 }
-THROUGHPUT_PATHS = list(PATHS)
+#: Paths measured against their baseline, in pairs; the seed's epoch writer last, on its own (see throughput()).
+MEASURED = ["raw-files-reserved", "raw-append-reserved", "torch.save", "batch-pt", "batch-safetensors", "epoch-pt", "epoch-safetensors", "parquet"]
 RSS_PATHS = ["none", "batch-pt", "batch-safetensors", "epoch-pt", "epoch-safetensors", "parquet", "naive-epoch"]
 KIT_WRITERS = {"batch-pt", "batch-safetensors", "epoch-pt", "epoch-safetensors", "parquet"}
-RAW_TARGET = 0.7
 
 
 # --- the model, data and baseline writers ----------------------------------------------------------------------
@@ -170,6 +176,29 @@ class RawAppend(BasePredictionWriter):
         self.stream.close()
 
 
+class ReservedFilePerBatch(_FolderWriter):
+    """Reference: as RawFilePerBatch, with the file's blocks reserved before writing (what the kit's writers do)."""
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        arrays = [tensor.contiguous().numpy() for tensor in prediction.values()]
+        with open(self.output_dir / f"batch_{batch_idx}.bin", "wb") as stream:
+            Reservation(stream.fileno()).cover(sum(array.nbytes for array in arrays), ahead=False)
+            stream.writelines(arrays)
+
+
+class ReservedAppend(RawAppend):
+    """Reference: as RawAppend, through the kit's AppendFile, which reserves blocks ahead of the writes."""
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.stream = AppendFile(self.output_dir / "all.bin")
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        self.stream.write([tensor.contiguous().numpy() for tensor in prediction.values()])
+
+
 class TorchSavePerBatch(_FolderWriter):
     """Baseline (c), the seed's batch writer: ``torch.save`` of the prediction dict plus ``batch_idx``."""
 
@@ -197,6 +226,8 @@ def make_writer(name: str, output_dir: Path) -> pl.Callback | None:
         "none": lambda: None,
         "raw-files": lambda: RawFilePerBatch(output_dir),
         "raw-append": lambda: RawAppend(output_dir),
+        "raw-files-reserved": lambda: ReservedFilePerBatch(output_dir),
+        "raw-append-reserved": lambda: ReservedAppend(output_dir),
         "torch.save": lambda: TorchSavePerBatch(output_dir),
         "batch-pt": lambda: PredictionWriter(output_dir, "batch", format="pt"),
         "batch-safetensors": lambda: PredictionWriter(output_dir, "batch", format="safetensors"),
@@ -276,58 +307,61 @@ def check_output(name: str, batches: int, pool: list[torch.Tensor]) -> Callable[
 # --- part 1: throughput ----------------------------------------------------------------------------------------
 
 
-def throughput(repeats: int, batches: int, work_root: Path) -> list[str]:
+def throughput(repeats: int, batches: int, work_root: Path, measured: list[str]) -> list[str]:
     pool = logits_pool(batches)
     model = FixedPredictions(pool, clone=False)
-    for name in THROUGHPUT_PATHS:  # warm-up: imports, first-call allocations; checks the output reads back
+    paths = {name: PATHS[name] for name in PATHS
+             if name in measured or any(PATHS[other][1] == name for other in measured) or name == "none"}
+    for name in paths:  # warm-up: imports, first-call allocations; checks the output reads back
         predict(name, model, 4, work_root, keep=check_output(name, 4, pool))
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in THROUGHPUT_PATHS}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in PATHS}
+    pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in measured}
+
+    def measure(name: str, order: int) -> None:
+        """The zero loop, the baseline and the path back to back (the latter two in ``order``): one ratio."""
+        baseline = PATHS[name][1]
+        assert baseline is not None
+        zero = predict("none", model, batches, work_root)
+        timed = {}
+        for step in (baseline, name) if order % 2 == 0 else (name, baseline):
+            timed[step] = predict(step, model, batches, work_root)
+        for step, run in (("none", zero), *timed.items()):
+            runs[step].append({**run, "only": run["wall"] - zero["wall"]})
+        pairs[name].append((timed[baseline]["wall"] - zero["wall"], timed[name]["wall"] - zero["wall"]))
+
+    rotated = [name for name in MEASURED if name in measured]
     for repeat in range(repeats):
-        shift = repeat % len(THROUGHPUT_PATHS)
-        for name in THROUGHPUT_PATHS[shift:] + THROUGHPUT_PATHS[:shift]:
-            runs[name].append(predict(name, model, batches, work_root))
-    only = {name: [run["wall"] - zero["wall"] for run, zero in zip(runs[name], runs["none"])] for name in runs}
+        shift = repeat % max(1, len(rotated))
+        for name in rotated[shift:] + rotated[:shift]:
+            measure(name, repeat)
+    for repeat in range(repeats if "naive-epoch" in measured else 0):  # it frees ~200 MiB per run, after which
+        measure("naive-epoch", repeat)  # new writes are slower for a while: not beside the others
     mib = batches * BATCH_BYTES / MIB
-
-    def ratios(numerator: str, denominator: str) -> list[float]:
-        return [a / b for a, b in zip(only[numerator], only[denominator])]
-
-    def ratio(numerator: str, denominator: str) -> float:
-        return statistics.median(ratios(numerator, denominator))
-
-    def shown(numerator: str, denominator: str) -> str:
-        values = ratios(numerator, denominator)
-        return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
-
-    lines = [(f"Throughput: {batches} batches of {BATCH_BYTES / MIB:.2f} MiB ({mib:.0f} MiB) per run, median of "
-              f"{repeats} interleaved repeats; writer-only = wall - wall of the same loop without writer (same "
-              "repeat); ratio = median (min-max) over repeats of baseline writer-only time / path writer-only "
-              "time (> 1: faster than the baseline)."),
+    lines = [(f"Throughput: {batches} batches of {BATCH_BYTES / MIB:.2f} MiB ({mib:.0f} MiB) per run. {repeats} "
+              "repeats; in each, every path runs right beside its raw baseline (alternating which goes first) and "
+              "after the loop without writer, the paths in rotating order. writer-only = wall - wall of that loop. "
+              "ratio = baseline writer-only time / path writer-only time per pair (> 1: faster than the baseline): "
+              "median [quartiles] (min-max)."),
              "",
-             ("| path | wall [s] | writer-only [s] | writer-only MiB/s | vs raw baseline | vs torch.save | "
-              "of which finish [s] | on disk [MiB] | target |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for name in THROUGHPUT_PATHS:
-        label, baseline, target = PATHS[name]
+             ("| path | wall [s] | writer-only [s] | writer-only MiB/s | throughput vs raw baseline | of which "
+              "finish [s] | on disk [MiB] | target |"),
+             "|---|---:|---:|---:|---|---:|---:|---|"]
+    for name, (label, baseline, target) in paths.items():
         wall = statistics.median(run["wall"] for run in runs[name])
+        seconds = statistics.median(run["only"] for run in runs[name])
         disk = statistics.median(run["disk"] for run in runs[name]) / MIB
         finish = statistics.median(run["finish"] for run in runs[name])
-        if name == "none":
-            lines.append(f"| {label} | {wall:.3f} | 0 | - | - | - | - | {disk:.0f} | - |")
-            continue
-        seconds = statistics.median(only[name])
-        versus_raw = f"{shown(baseline, name)} {baseline}" if baseline else "1.00x (itself)"
         finished = "-" if math.isnan(finish) else f"{finish:.3f}"
-        versus_save = "-" if name in ("raw-files", "raw-append", "torch.save") else shown("torch.save", name)
-        verdict = "-"
-        if target == "raw":
-            met = ratio(baseline, name) >= RAW_TARGET
-            verdict = f">= {RAW_TARGET}x raw: {'met' if met else 'MISSED'}"
-        elif target == "torch.save":
-            met = ratio("torch.save", name) > 1.0
-            verdict = f"> 1x torch.save: {'met' if met else 'MISSED'}"
-        lines.append(f"| {label} | {wall:.3f} | {seconds:.3f} | {mib / seconds:.0f} | {versus_raw} | "
-                     f"{versus_save} | {finished} | {disk:.0f} | {verdict} |")
+        if baseline is None:
+            speed = "-" if name == "none" else f"{mib / seconds:.0f}"
+            lines.append(f"| {label} | {wall:.3f} | {seconds:.3f} | {speed} | (baseline) | - | {disk:.0f} | - |")
+            continue
+        ratios = sorted(base / path for base, path in pairs[name])
+        low, middle, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        shown = (f"{middle:.2f}x [{low:.2f}-{high:.2f}] ({ratios[0]:.2f}-{ratios[-1]:.2f}) of {baseline}")
+        verdict = "-" if target is None else f">= {target}x: {'met' if middle >= target else 'MISSED'}"
+        lines.append(f"| {label} | {wall:.3f} | {seconds:.3f} | {mib / seconds:.0f} | {shown} | {finished} | "
+                     f"{disk:.0f} | {verdict} |")
     return lines
 
 
@@ -408,11 +442,13 @@ def profile_one(name: str, batches: int, work_root: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--batches", type=int, default=50, help="batches per throughput run")
     parser.add_argument("--rss-batches", default="25,100,400", help="comma-separated batch counts of the RSS part")
     parser.add_argument("--jobs", type=int, default=2, help="RSS subprocesses at a time")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--paths", default=",".join([*MEASURED, "naive-epoch"]),
+                        help="comma-separated paths of the throughput part (their baselines run with them)")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--profile", choices=[name for name in PATHS if name != "none"],
                         help="only cProfile one throughput run of this path")
@@ -425,7 +461,8 @@ def main() -> None:
             profile_one(args.profile, args.batches, work_root)
             return
         if not args.skip_throughput:
-            print("\n".join(throughput(args.repeats, args.batches, work_root)), end="\n\n", flush=True)
+            measured = args.paths.split(",")
+            print("\n".join(throughput(args.repeats, args.batches, work_root, measured)), end="\n\n", flush=True)
         if not args.skip_rss:
             counts = [int(count) for count in args.rss_batches.split(",")]
             print("\n".join(peak_rss(counts, args.jobs, work_root)), end="\n\n")

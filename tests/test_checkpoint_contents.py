@@ -12,7 +12,7 @@ import torch
 from conformance.runs.nemo import saved_checkpoint
 from conformance.suites._checkpoint_contents import checkpoint_problems
 from conformance.training.checkpoints import SavedCheckpoint, load_checkpoint
-from conformance.training.records import RecordStore
+from conformance.training.recordstore import RecordStore
 
 _STOP = 3
 _EXP_AVG = [torch.full((4, 2), 0.5), torch.full((3,), -1.0)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conformance.training.records import RecordStore, to_record
+from conformance.training.recordstore import RecordStore, to_record
 
 Pair = namedtuple("Pair", "left right")
 
@@ -63,6 +63,72 @@ class TestRecordStore(unittest.TestCase):
         for key in [(), (-1,)]:
             with self.subTest(key=key), self.assertRaises(ValueError):
                 self.store.write("s", key, 0)
+
+
+class TestSharedRecords(unittest.TestCase):
+    """A store with a reference store writes a large record the reference holds byte for byte as a reference."""
+
+    def setUp(self) -> None:
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        self.root = Path(folder.name)
+        self.reference = RecordStore(self.root / "continuous")
+        self.state = {"exp_avg": torch.randn(300_000), "step": torch.tensor(0.0), "lr": 0.1}  # 1.2 MB
+        self.reference.write("optimizer_state", (1,), self.state)
+        self.reference.write("optimizer_state", (2,), self.state)
+        self.reference.close()
+        self.store = RecordStore(self.root / "resumed", reference=RecordStore(self.root / "continuous"))
+        self.addCleanup(self.store.close)
+
+    def file_size(self) -> int:
+        return (self.root / "resumed" / "optimizer_state.log").stat().st_size
+
+    def test_the_same_bytes_are_not_written_again_and_read_back_equal(self) -> None:
+        self.store.write("optimizer_state", (2,), {key: value for key, value in self.state.items()})
+        self.store.close()
+        self.assertLess(self.file_size(), 200)
+        reader = RecordStore(self.root / "resumed")  # finds its reference by itself, as a check's store does
+        self.assertEqual(reader.keys("optimizer_state"), [(2,)])
+        read = reader.read("optimizer_state", (2,))
+        self.assertTrue(torch.equal(read["exp_avg"], self.state["exp_avg"]))
+        self.assertEqual(read["lr"], 0.1)
+
+    def test_bytes_that_differ_anywhere_are_written(self) -> None:
+        changed = {
+            "one element": {**self.state, "exp_avg": self.state["exp_avg"].clone().index_fill_(0, torch.tensor([7]),
+                                                                                                 1.0)},
+            "negative zero": {**self.state, "step": torch.tensor(-0.0)},  # equal as a number, not as bytes
+            "another plain value": {**self.state, "lr": 0.2},
+        }
+        for step, (what, value) in enumerate(changed.items(), start=3):
+            with self.subTest(what):
+                self.reference_write_again(step)
+                self.store.write("optimizer_state", (step,), value)
+                read = RecordStore(self.root / "resumed").read("optimizer_state", (step,))
+                self.assertTrue(all(read[key].numpy().tobytes() == value[key].numpy().tobytes()
+                                    if isinstance(value[key], torch.Tensor) else read[key] == value[key]
+                                    for key in value))
+        self.assertGreater(self.file_size(), 3 * 1_200_000)
+
+    def reference_write_again(self, step: int) -> None:
+        reference = RecordStore(self.root / "continuous")
+        reference.write("optimizer_state", (step,), self.state)
+        reference.close()
+
+    def test_small_records_and_records_the_reference_lacks_are_written(self) -> None:
+        self.store.write("optimizer_state", (5,), self.state)  # the reference has no step 5
+        self.assertGreater(self.file_size(), 1_200_000)
+        reference = RecordStore(self.root / "continuous")
+        reference.write("train_loss", (1, 0), torch.tensor(2.0))
+        reference.close()
+        self.store.write("train_loss", (1, 0), torch.tensor(2.0))
+        self.assertIn(b'"shared": false', (self.root / "resumed" / "train_loss.log").read_bytes())
+
+    def test_records_start_aligned_in_their_file(self) -> None:
+        for step in range(1, 4):
+            self.store.write("optimizer_state", (step + 10,), {"x": torch.randn(step * 5)})
+        index = self.store._index("optimizer_state")
+        self.assertTrue(all(frame.offset % 64 == 0 for frame in index.values()), index)
 
 
 class TestToRecord(unittest.TestCase):

@@ -13,7 +13,7 @@ import torch
 from conformance import StopAndGoConformance
 from conformance.report import run_classes
 from conformance.runs.fit import RunOutcome
-from conformance.training.records import RecordStore
+from conformance.training.recordstore import RecordStore
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS

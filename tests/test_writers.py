@@ -7,6 +7,7 @@ import functools
 import json
 import shutil
 import unittest
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 from conformance import PredictionReadError, PredictionWriter, read_predictions
 from conformance.predictions.atomic import TEMP_PREFIX
 from conformance.predictions.collate import TENSOR_KEY, CollationDims, collate
-from conformance.predictions.formats import METADATA_KEY
+from conformance.predictions.formats import METADATA_KEY, tensor_file_format
 from conformance.runs.predict import PredictLog
 from conformance.suites._prediction_files import layout_problems
 from reference_models.prediction_data import PredictionDataModule
@@ -39,6 +40,17 @@ def load_tensor_file(path: Path) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         return load_file(str(path))
     return torch.load(path, weights_only=True)
+
+
+def first_data_in(path: Path) -> str:
+    """The entry whose tensor data comes first in a .pt or .safetensors file."""
+    if path.suffix == ".safetensors":
+        header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+        return min((name for name in header if name != METADATA_KEY), key=lambda name: header[name]["data_offsets"])
+    with zipfile.ZipFile(path) as archive:
+        first = min((record for record in archive.infolist() if "/data/" in record.filename),
+                    key=lambda record: record.header_offset)
+    return list(torch.load(path, weights_only=True))[int(first.filename.rsplit("/", 1)[1])]  # storages by entry
 
 
 def at_batch_1(change: Callable[[Any], Any], prediction: Any, batch_idx: int) -> Any:
@@ -85,6 +97,22 @@ class TestLayouts(PredictionTestCase):
             for path in folder.glob(f"{RANK}__batch_*"):
                 path.unlink()
             self.assert_read_equals(folder, ids, expected)
+
+    def test_epoch_file_grows_from_the_spilled_largest_key_unless_it_is_padded(self) -> None:
+        for ragged in (False, True):
+            for file_format in ("pt", "safetensors"):
+                with self.subTest(ragged=ragged, format=file_format):
+                    folder = self.folder / f"{ragged}-{file_format}"
+                    predictions = predict(self.model, PredictionWriter(folder, "epoch", format=file_format),
+                                          PredictionDataModule(num_samples=10, ragged=ragged))
+                    path = folder / f"{RANK}.{file_format}"
+                    self.assertEqual(tensor_file_format(file_format).verify(path), [])
+                    self.assertEqual(first_data_in(path), "logits" if not ragged else "idx")
+                    stored = (torch.load(path, weights_only=True, mmap=True) if file_format == "pt"
+                              else load_tensor_file(path))
+                    ids, expected = in_id_order(predictions)
+                    self.assertTrue(torch.equal(stored["logits"], expected["logits"]))
+                    self.assertTrue(torch.equal(stored["sample_ids"], ids))
 
     def test_pt_metadata(self) -> None:
         predict(self.model, PredictionWriter(self.folder, "batch_and_epoch"), PredictionDataModule(num_samples=5))
@@ -308,15 +336,25 @@ class TestResume(PredictionTestCase):
 
     def test_epoch_interval(self) -> None:
         self.interrupted("epoch")
-        self.assertEqual(relative_files(self.folder) - {f"{RANK}.pt"},
-                         {f".spill__{RANK}/data.bin", f".spill__{RANK}/journal.jsonl"})
         spill = self.folder / f".spill__{RANK}"
+        self.assertEqual(relative_files(self.folder) - {f"{RANK}.pt"},
+                         {f"{spill.name}/{name}" for name in ("data.bin", "journal.jsonl", "leading_0.bin")})
         with open(spill / "journal.jsonl", "ab") as journal:  # a kill while committing batch 5
             journal.write(b'{"batch_idx": 5, "dataloader_idx": 0, "ki')
-        with open(spill / "data.bin", "ab") as data:
-            data.write(b"\1" * 1000)
+        for name in ("data.bin", "leading_0.bin"):
+            with open(spill / name, "ab") as data:
+                data.write(b"\1" * 1000)
         self.resume("epoch")
         self.assertEqual(relative_files(self.folder), {f"{RANK}.pt", MANIFEST})  # the spill is gone
+        self.assert_same_as_uninterrupted([f"{RANK}.pt"])
+
+    def test_epoch_interval_killed_after_its_leading_file_became_the_epoch_file(self) -> None:
+        self.interrupted("epoch")
+        spill = self.folder / f".spill__{RANK}"
+        (spill / "leading_0.bin").unlink()  # renamed into place, the kill before the spill was deleted
+        predict(self.model, PredictionWriter(self.folder, "epoch"), self.data())
+        self.assertEqual(self.model.calls, [(0, index) for index in range(8)])  # committed bytes gone: predicted again
+        self.assert_read_equals(self.folder, self.ids, self.expected)
         self.assert_same_as_uninterrupted([f"{RANK}.pt"])
 
     def test_batch_interval(self) -> None:
@@ -342,6 +380,14 @@ class TestResume(PredictionTestCase):
                 predict(self.model, PredictionWriter(self.folder, interval), self.data())
             self.assertEqual(self.model.calls, [])
         self.assertEqual({path: path.read_bytes() for path in self.folder.iterdir()}, before)
+
+
+class TestResumeInPlace(TestResume):
+    """The same without ragged sequences: the epoch file grows from the spill's leading file instead of a copy."""
+
+    @staticmethod
+    def data() -> PredictionDataModule:
+        return PredictionDataModule(num_samples=30)
 
 
 if __name__ == "__main__":

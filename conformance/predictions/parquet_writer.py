@@ -17,6 +17,7 @@ from typing import Any
 
 from typing_extensions import override
 
+from conformance._append import Reservation
 from conformance.predictions.atomic import TEMP_PREFIX, write_json
 from conformance.predictions.file_names import parse_file_name
 from conformance.predictions.formats.parquet import (
@@ -40,10 +41,23 @@ class _OpenShard:
         self.temporary = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
         self.writer = pq.ParquetWriter(str(self.temporary), schema, compression="none", use_dictionary=False,
                                        write_statistics=["sample_id", "batch_idx"], data_page_size=64 << 20)
+        self._fd = os.open(self.temporary, os.O_WRONLY)  # only to reserve blocks ahead of pyarrow's writes
+        self.reservation = Reservation(self._fd)
         self.schema = schema
         self.rows = 0
         self.batches: list[int] = []
         self.ids: tuple[int, int] | None = None
+
+    def write(self, table: Any) -> None:
+        """Write ``table`` as one row group."""
+        self.reservation.cover(os.fstat(self._fd).st_size + table.nbytes + (1 << 16))
+        self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+    def close(self) -> None:
+        """Write the footer and give back the blocks reserved beyond it."""
+        self.writer.close()
+        self.reservation.release()
+        os.close(self._fd)
 
 
 class ParquetPredictionWriter(StreamingWriter):
@@ -96,7 +110,7 @@ class ParquetPredictionWriter(StreamingWriter):
         if not table.schema.equals(shard.schema, check_metadata=True):
             raise ValueError(f"batch {batch.batch_idx} has columns {table.schema.names} with other types than the "
                              f"shard's {shard.schema.names}: every prediction must have the same keys and dtypes")
-        shard.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        shard.write(table)
         shard.rows += table.num_rows
         shard.batches.append(batch.batch_idx)
         if table.num_rows:
@@ -133,7 +147,7 @@ class ParquetPredictionWriter(StreamingWriter):
     def _close_shard(self, dataloader_idx: int, *, complete: bool, reason: str | None = None) -> None:
         shard, self._shard = self._shard, None
         assert shard is not None
-        shard.writer.close()
+        shard.close()
         if self.fsync:
             with open(shard.temporary, "rb") as written:
                 os.fsync(written.fileno())

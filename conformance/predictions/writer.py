@@ -11,6 +11,7 @@ Re-running a crashed job into the same folder skips the batches already written.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from typing_extensions import override
 from conformance.predictions.atomic import atomic_write
 from conformance.predictions.collate import output_shape
 from conformance.predictions.file_names import parse_file_name, subdir_name
-from conformance.predictions.formats import tensor_entry, tensor_file_format
+from conformance.predictions.formats import TensorEntry, tensor_entry, tensor_file_format
+from conformance.predictions.formats._tensors import check_storable
 from conformance.predictions.spill import BatchSpill
 from conformance.predictions.writer_base import FlatBatch, StreamingWriter
 
@@ -121,29 +123,47 @@ class PredictionWriter(StreamingWriter):
 
     def write_batch(self, batch: FlatBatch) -> None:
         if self.writes_epochs:
+            for key, tensor in batch.tensors.items():
+                check_storable(key, tensor.dtype)
             self._check_collatable(batch)
         if self.writes_batches:
             entries = [tensor_entry(key, tensor) for key, tensor in batch.tensors.items()]
             entries += [tensor_entry("batch_idx", _long([batch.batch_idx])), tensor_entry("sample_ids",
                                                                                           batch.sample_ids)]
-            with atomic_write(self._batch_path(batch.dataloader_idx, batch.batch_idx), fsync=self.fsync) as stream:
+            with atomic_write(self._batch_path(batch.dataloader_idx, batch.batch_idx), fsync=self.fsync,
+                              size_hint=_size_hint(entries)) as stream:
                 self.file_format.write(stream, entries, self._metadata(batch.kind, batch.dataloader_idx))
         if self.writes_epochs:
             assert self._spill is not None
+            leading = self._leading(batch) if self._spill.first(batch.dataloader_idx) is None else None
             self._spill.append(batch.batch_idx, batch.dataloader_idx, batch.kind, batch.tensors,
-                               batch.sample_ids.tolist())
+                               batch.sample_ids.tolist(), leading)
 
     def finish(self) -> None:
-        self._write_epoch_files()
+        self._write_epoch_files(final=True)
         if self._spill is not None:
             self._spill.remove()
 
     def abort(self, exception: BaseException) -> None:
         """Batch files are complete as they are; an epoch file is written from the finished batches (the spill
         stays, so a re-run resumes and replaces it)."""
-        self._write_epoch_files()
+        self._write_epoch_files(final=False)
         if self._spill is not None:
             self._spill.close()
+
+    def _leading(self, batch: FlatBatch) -> tuple[str, int] | None:
+        """The key of a dataloader's first batch whose bytes the spill writes straight into the epoch file (the
+        largest along batch dim 0), and the room the format needs before them; None when there is none."""
+        candidates = [key for key in batch.tensors if self.dims.batch_dim(key) == 0]
+        if not candidates:
+            return None
+        key = max(candidates, key=lambda name: batch.tensors[name].nbytes)
+        rows = (len(batch.sample_ids),)
+        provisional = [TensorEntry(name, tensor.dtype, tuple(tensor.shape), ()) for name, tensor in batch.tensors.items()]
+        provisional += [TensorEntry(name, torch.int64, rows, ()) for name in ("batch_idx", "sample_ids")]
+        hole = self.file_format.leading_data_offset(provisional, list(batch.tensors).index(key),
+                                                    self._metadata(batch.kind, batch.dataloader_idx))
+        return None if hole is None else (key, hole)
 
     def _check_collatable(self, batch: FlatBatch) -> None:
         """Refuse, before anything of it is written, a batch that the epoch file could not collate with those spilled
@@ -171,7 +191,9 @@ class PredictionWriter(StreamingWriter):
             return self.output_dir / name
         return self.output_dir / subdir_name(batch_idx, self.files_per_subdir) / name
 
-    def _write_epoch_files(self) -> None:
+    def _write_epoch_files(self, *, final: bool) -> None:
+        """One epoch file per dataloader; ``final``: the spill is not needed after, so its leading files may become
+        the epoch files."""
         if not self.writes_epochs or self._spill is None or not self._spill.batches:
             return
         for dataloader_idx in sorted({batch.dataloader_idx for batch in self._spill.batches}):
@@ -179,13 +201,30 @@ class PredictionWriter(StreamingWriter):
                              key=lambda b: b.batch_idx)
             entries = self._spill.collated_entries(batches, self.dims, self.pad_value)
             path = self.output_dir / self.name(self.file_format.suffix, dataloader_idx=dataloader_idx)
-            with atomic_write(path, fsync=self.fsync) as stream:
-                self.file_format.write(stream, entries, self._metadata(batches[0].kind, dataloader_idx))
+            metadata = self._metadata(batches[0].kind, dataloader_idx)
+            leading = self._spill.leading_file(batches, self.dims) if final else None
+            if leading is not None and self.file_format.leading_data_offset(entries, leading.index,
+                                                                            metadata) == leading.hole:
+                with open(leading.path, "r+b") as stream:
+                    stream.seek(leading.end)
+                    self.file_format.write_after_leading(stream, entries, leading.index, leading.crc32, metadata)
+                    if self.fsync:
+                        stream.flush()
+                        os.fsync(stream.fileno())
+                os.replace(leading.path, path)
+                continue
+            with atomic_write(path, fsync=self.fsync, size_hint=_size_hint(entries)) as stream:
+                self.file_format.write(stream, entries, metadata)
 
     def _metadata(self, kind: str, dataloader_idx: int) -> dict[str, str]:
         return {"writer": "conformance.PredictionWriter", "kind": kind, "dataloader_idx": str(dataloader_idx),
                 "batch_dims": json.dumps(dict(self.dims.batch_dim_key_defaults)),
                 "seq_dims": json.dumps(dict(self.dims.seq_dim_key_defaults)), "pad_value": repr(self.pad_value)}
+
+
+def _size_hint(entries: list[TensorEntry]) -> int:
+    """About the size of a file of ``entries``: their bytes plus room for any format's headers."""
+    return sum(entry.nbytes for entry in entries) + 4096
 
 
 def _long(values: Any) -> torch.Tensor:

@@ -44,7 +44,8 @@ from conformance.runs.trainer import (
     seeded,
     world_size_of,
 )
-from conformance.training.records import RecordStore, TrainingRecorder
+from conformance.training.records import TrainingRecorder
+from conformance.training.recordstore import RecordStore
 
 __all__ = ["OWNED_TRAINER_KWARGS", "FitPlan", "Recipe", "RunOutcome", "fit_run", "run_fits"]
 
@@ -82,6 +83,8 @@ class FitPlan:
     resume_from: str | None = None
     trainer_defaults: dict[str, Any] = field(default_factory=dict)
     world_size: int | None = None
+    #: The run (same rank) whose records this one's may share where they are byte for byte the same.
+    shares_records_with: str | None = None
 
     def trainer_kwargs(self, recipe: Recipe) -> dict[str, Any]:
         """The recipe's trainer arguments for this run."""
@@ -121,8 +124,11 @@ def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
     shutil.rmtree(run_dir, ignore_errors=True)  # left by an attempt the launcher restarted (its port was taken)
     run_dir.mkdir(parents=True)
     callbacks = [*recipe.make_callbacks(), StallGuard()]
+    reference = plan.shares_records_with
+    store = RecordStore(run_dir / "records", reference=None if reference is None else RecordStore(
+        Path(plan.work_dir) / reference / f"rank{rank}" / "records"))
     if plan.record:
-        callbacks.append(TrainingRecorder(RecordStore(run_dir / "records"), recipe.consumed_samples))
+        callbacks.append(TrainingRecorder(store, recipe.consumed_samples))
     if plan.stop_step is not None:
         callbacks.append(InterruptAfterStep(Interruption(plan.stop_step, plan.interruption, Path(plan.checkpoint))))
     if os.environ.get("CONFORMANCE_PROGRESS") and rank == 0:
@@ -145,6 +151,8 @@ def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
             pass
         except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
             log.record_failure(exc)
+        finally:
+            store.close()  # where Lightning skipped the recorder's teardown
     log.seconds = time.perf_counter() - started
     return log
 

@@ -18,7 +18,7 @@ import torch
 from conformance._text import indent
 from conformance.compare import compare
 from conformance.training.checkpoints import SavedCheckpoint
-from conformance.training.records import RecordStore
+from conformance.training.recordstore import RecordStore
 
 __all__ = ["checkpoint_problems"]
 

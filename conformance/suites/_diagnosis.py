@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.suites._trajectory import BEFORE, describe_key
-from conformance.training.records import Key
+from conformance.training.recordstore import Key
 
 __all__ = ["CAUSAL_ORDER", "Divergence", "root_cause"]
 

@@ -16,7 +16,7 @@ import torch
 
 from conformance._text import listing
 from conformance.compare import compare
-from conformance.training.records import RecordStore
+from conformance.training.recordstore import RecordStore
 
 __all__ = ["GlobalStep", "elastic_problems", "global_steps"]
 

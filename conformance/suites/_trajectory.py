@@ -13,7 +13,7 @@ from typing import Any
 
 from conformance._text import indent, listing
 from conformance.compare import ComparisonResult, LeafStat, compare
-from conformance.training.records import Key, RecordStore
+from conformance.training.recordstore import Key, RecordStore
 
 __all__ = ["RankedComparison", "StreamComparison", "compare_stream", "describe_key"]
 

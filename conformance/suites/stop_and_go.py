@@ -36,7 +36,7 @@ from conformance.suites._elastic import elastic_problems, global_steps
 from conformance.suites._setup_checks import distributed_sampler_problems
 from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
 from conformance.training.checkpoints import load_checkpoint
-from conformance.training.records import Key, RecordStore
+from conformance.training.recordstore import Key, RecordStore
 
 __all__ = ["StopAndGoConformance"]
 
@@ -237,12 +237,13 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         run = functools.partial(run_fits, cls, in_process=cls.runs_in_process(), deadline_s=cls.process_deadline_s)
         cls.continuous, cls.interrupted = run([
             plan("continuous"),
-            plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption, checkpoint=str(checkpoint)),
+            plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption, checkpoint=str(checkpoint),
+                 shares_records_with="continuous"),
         ])
         sizes = cls.elastic_resume_world_sizes
         saved = saved_checkpoint(checkpoint)
         if saved is not None:
-            cls.resumed, *elastic = run([plan("resumed", resume_from=str(saved))] + [
+            cls.resumed, *elastic = run([plan("resumed", resume_from=str(saved), shares_records_with="continuous")] + [
                 plan(f"elastic{size}", resume_from=str(saved), world_size=size,
                      trainer_defaults=cls.validation_schedule(cls.elastic_trainer_kwargs(size))) for size in sizes])
             cls.elastic = dict(zip(sizes, elastic))

@@ -22,6 +22,9 @@ __all__ = ["decode", "encode", "encode_parts"]
 _HEADER_SIZE = struct.Struct("<Q")
 _ALIGNMENT = 64
 _DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+#: Tensors smaller than this are copied into a shared part instead of being a part of their own.
+_GATHER_BELOW = 64 << 10
 
 
 def encode(value: Any) -> bytes:
@@ -29,29 +32,37 @@ def encode(value: Any) -> bytes:
     return b"".join(encode_parts(value))
 
 
-def encode_parts(value: Any) -> list[bytes | memoryview]:
-    """:func:`encode` as consecutive parts to write, without copying CPU tensors (write them before they change)."""
+def encode_parts(value: Any) -> list[bytes | bytearray | memoryview]:
+    """:func:`encode` as consecutive parts to write, without copying large CPU tensors (write them before they
+    change); small tensors and the padding are gathered into shared parts, so a state of many small tensors is a
+    few parts."""
     tensors: list[torch.Tensor] = []
     tree = _encode(value, tensors)
     payloads = [_tensor_bytes(tensor) for tensor in tensors]
-    specs = [{"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "nbytes": len(b)}
+    specs = [{"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "nbytes": len(b)}
              for t, b in zip(tensors, payloads)]
     header = json.dumps({"tree": tree, "tensors": specs}).encode()
     header += b" " * (-(_HEADER_SIZE.size + len(header)) % _ALIGNMENT)
-    parts: list[bytes | memoryview] = [_HEADER_SIZE.pack(len(header)), header]
+    parts: list[bytes | bytearray | memoryview] = []
+    gathered = bytearray(_HEADER_SIZE.pack(len(header)) + header)
     for payload in payloads:
-        parts.append(payload)
-        if len(payload) % _ALIGNMENT:
-            parts.append(bytes(-len(payload) % _ALIGNMENT))
-    return parts
+        if len(payload) >= _GATHER_BELOW:
+            parts += [gathered, payload]
+            gathered = bytearray()
+        else:
+            gathered += payload
+        gathered += bytes(-len(payload) % _ALIGNMENT)
+    return [*parts, gathered] if gathered else parts
 
 
-def decode(data: bytes | bytearray) -> Any:
+def decode(data: bytes | bytearray | memoryview) -> Any:
     """The value :func:`encode` turned into ``data``; tensors come back on the CPU.
 
-    Tensors of a ``bytearray`` share its memory (payloads are 64-byte aligned); ``bytes`` are copied first.
+    Tensors of a ``bytearray`` or a writable memoryview share its memory (payloads are 64-byte aligned); read-only
+    data is copied first.
     """
-    buffer = memoryview(data if isinstance(data, bytearray) else bytearray(data))
+    writable = isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly)
+    buffer = memoryview(data) if writable else memoryview(bytearray(data))
     (header_size,) = _HEADER_SIZE.unpack_from(buffer)
     header = json.loads(bytes(buffer[_HEADER_SIZE.size : _HEADER_SIZE.size + header_size]))
     offset = _HEADER_SIZE.size + header_size
@@ -72,16 +83,19 @@ def decode(data: bytes | bytearray) -> Any:
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     if tensor.layout != torch.strided or tensor.is_quantized:
         raise TypeError(f"cannot store a {tensor.layout} / quantized tensor; convert it to a dense tensor first")
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    flat = tensor.detach()
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    flat = flat.reshape(-1)  # a copy only where the tensor is not contiguous
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 
 
 def _encode(value: Any, tensors: list[torch.Tensor]) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, torch.Tensor):  # first: most leaves of states are tensors
         tensors.append(value)
         return {"$tensor": len(tensors) - 1}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, dict):
         return {"$dict": [[_encode(key, tensors), _encode(item, tensors)] for key, item in value.items()]}
     if isinstance(value, list):

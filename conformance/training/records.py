@@ -1,8 +1,6 @@
-"""Per-step facts of a Lightning run, recorded by a callback and spilled to disk as the run goes.
-
-A :class:`RecordStore` holds streams of records, one append-only file per stream, keyed by integer tuples that
-line up between runs (the global step, then the micro-batch or validation batch). RAM holds at most one record
-at a time.
+"""Per-step facts of a Lightning run, recorded by a callback into a
+:class:`~conformance.training.recordstore.RecordStore` as the run goes: streams of records keyed by integer tuples
+that line up between runs (the global step, then the micro-batch or validation batch).
 
 Streams written by :class:`TrainingRecorder` and their keys. "global step" is the trainer's count of completed
 optimizer steps: a training batch of key (4, m) belongs to optimizer step 5; a validation after step 5 has key
@@ -31,136 +29,18 @@ final_weights      (global step,)                   the model's ``state_dict()``
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
-import os
-import struct
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from typing_extensions import override
 
 from conformance._wrapping import unwrap_method, wrap_method
-from conformance.training import recordfile
+from conformance.training.recordstore import Key, RecordStore, to_record
 from conformance.training.rng import capture_rng_state
 
-__all__ = ["RecordStore", "TrainingRecorder", "datamodule_consumed_samples", "to_record"]
-
-Key = tuple[int, ...]
-
-
-class RecordStore:
-    """Streams of records on disk under ``root``: ``write`` one record, ``keys``/``read`` them back.
-
-    A stream is one append-only file of frames (4-byte header length, JSON ``{"key", "size"}``, then the record in
-    :mod:`conformance.training.recordfile` format): creating a file per record would cost more than recording itself.
-    Keys must increase within a stream, so a record is never written twice.
-    """
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self._last_key: dict[str, Key] = {}
-        self._indexes: dict[str, tuple[int, dict[Key, tuple[int, int]]]] = {}
-
-    def write(self, stream: str, key: Key, value: Any) -> None:
-        """Append ``value`` (see :func:`to_record` for what it may hold) as record ``key`` of ``stream``."""
-        _check_key(key)
-        last = self._last_key.get(stream)
-        if last is not None and key <= last:
-            raise ValueError(f"record {key} of stream '{stream}' written after record {last}: keys must increase")
-        parts = recordfile.encode_parts(to_record(value))
-        header = json.dumps({"key": list(key), "size": sum(len(part) for part in parts)}).encode()
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self._path(stream), "ab") as log:
-            log.writelines([_FRAME_HEADER.pack(len(header)), header, *parts])
-        self._last_key[stream] = key
-
-    def keys(self, stream: str) -> list[Key]:
-        """The keys recorded in ``stream``, sorted; empty if nothing was recorded."""
-        return sorted(self._index(stream))
-
-    def read(self, stream: str, key: Key) -> Any:
-        """Load record ``key`` of ``stream``, tensors on the CPU; nothing is unpickled."""
-        index = self._index(stream)
-        if key not in index:
-            raise KeyError(f"stream '{stream}' has no record {key}")
-        offset, size = index[key]
-        data = bytearray(size)
-        with open(self._path(stream), "rb") as log:
-            log.seek(offset)
-            log.readinto(data)
-        return recordfile.decode(data)
-
-    def items(self, stream: str) -> Iterator[tuple[Key, Any]]:
-        """(key, value) for every record of ``stream`` in key order, loaded one at a time."""
-        for key in self.keys(stream):
-            yield key, self.read(stream, key)
-
-    def _path(self, stream: str) -> Path:
-        return self.root / f"{stream}.log"
-
-    def _index(self, stream: str) -> dict[Key, tuple[int, int]]:
-        """Where each record of ``stream`` lies; rebuilt only when the file has grown since the last look."""
-        path = self._path(stream)
-        size = path.stat().st_size if path.exists() else 0
-        cached = self._indexes.get(stream)
-        if cached is not None and cached[0] == size:
-            return cached[1]
-        index: dict[Key, tuple[int, int]] = {}
-        with open(path, "rb") if size else contextlib.nullcontext() as log:
-            position = 0
-            while position < size:
-                (header_size,) = _FRAME_HEADER.unpack(log.read(_FRAME_HEADER.size))
-                frame = json.loads(log.read(header_size))
-                position += _FRAME_HEADER.size + header_size
-                index[tuple(frame["key"])] = (position, frame["size"])
-                position += frame["size"]
-                log.seek(position)
-        self._indexes[stream] = (size, index)
-        return index
-
-
-_FRAME_HEADER = struct.Struct("<I")
-
-
-def _check_key(key: Key) -> None:
-    if not isinstance(key, tuple) or not key or any(not isinstance(part, int) or part < 0 for part in key):
-        raise ValueError(f"record keys are non-empty tuples of non-negative ints, got {key!r}")
-
-
-def to_record(value: Any, path: str = "root") -> Any:
-    """``value`` as plain dicts, lists, tuples, detached tensors and Python scalars (what a record may hold).
-
-    Mappings become dicts, namedtuples and dataclasses dicts of their fields, numpy arrays tensors. Tensors are
-    detached; a view is copied so that saving it does not write the whole storage it views.
-    """
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach()
-        if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
-            tensor = tensor.clone()
-        return tensor
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
-        return value
-    if isinstance(value, (np.ndarray, np.generic)):
-        return torch.from_numpy(np.array(value))
-    if isinstance(value, Mapping):
-        return {key: to_record(item, f"{path}[{key!r}]") for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {field: to_record(getattr(value, field), f"{path}.{field}") for field in value._fields}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: to_record(getattr(value, field.name), f"{path}.{field.name}")
-                for field in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_record(item, f"{path}[{index}]") for index, item in enumerate(value))
-    raise TypeError(
-        f"cannot record {path}: a {type(value).__module__}.{type(value).__qualname__} is not a tensor, container "
-        "or plain Python value; return tensors, dicts, lists or dataclasses from the recipe's steps and states"
-    )
+__all__ = ["TrainingRecorder", "datamodule_consumed_samples"]
 
 
 def datamodule_consumed_samples(trainer: pl.Trainer) -> int | None:
@@ -210,6 +90,7 @@ class TrainingRecorder(pl.Callback):
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.store.close()
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

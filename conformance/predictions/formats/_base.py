@@ -72,6 +72,23 @@ class TensorFileFormat(FileFormat):
     def write_entries(self, stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
         """Write entries of storable dtypes (see :data:`STORABLE_DTYPES`) and the metadata to ``stream``."""
 
+    def leading_data_offset(self, entries: list[TensorEntry], leading: int, metadata: Mapping[str, str]) -> int | None:
+        """Where the data of ``entries[leading]`` starts in a file whose other parts are written after that data, or
+        None when the format cannot be written that way (the default).
+
+        Lets a writer append a tensor's bytes batch by batch straight into the file it finishes later (the epoch
+        file), instead of copying them there. Only the entries' names, dtypes and numbers of dims are final; their
+        sizes are not, so the offset may not depend on them.
+        """
+        return None
+
+    def write_after_leading(self, stream: BinaryIO, entries: list[TensorEntry], leading: int, leading_crc32: int,
+                            metadata: Mapping[str, str]) -> None:
+        """Complete a file laid out by :meth:`leading_data_offset`: ``stream`` holds a hole of that many bytes, then
+        the data of ``entries[leading]`` (CRC-32 ``leading_crc32``), and is positioned at its end; the segments of
+        ``entries[leading]`` are not read."""
+        raise NotImplementedError(f"the {self.name!r} format writes no leading data")
+
     @abc.abstractmethod
     def load_tensors(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """The tensors and the string metadata of one file."""

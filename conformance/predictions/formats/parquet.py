@@ -10,6 +10,8 @@ shard, which :meth:`ParquetFormat.verify` checks. Needs pyarrow.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +49,14 @@ def file_crc32(path: Path) -> str:
     """The CRC-32 of a file as 8 hex digits (what shard manifests record).
 
     CRC-32 rather than a cryptographic hash: it guards against damage and runs at 1.5 GB/s (zlib) to 10 GB/s
-    (isal) here, where sha256 ran at 0.2 GB/s and dominated the writer's time.
+    (isal) here, where sha256 ran at 0.2 GB/s and dominated the writer's time. The file is memory-mapped: read into
+    fresh buffers instead, the checksum of a just-written shard took 5 times longer.
     """
-    checksum = 0
     with open(path, "rb") as stream:
-        while chunk := stream.read(16 << 20):
-            checksum = crc32(chunk, checksum)
-    return f"{checksum:08x}"
+        if not os.fstat(stream.fileno()).st_size:
+            return f"{crc32(b''):08x}"
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return f"{crc32(mapped):08x}"
 
 
 def _shape_column(key: str) -> str:
@@ -75,7 +78,9 @@ def batch_table(kind: str, tensors: dict[str, torch.Tensor], sample_ids: torch.T
         data = per_sample.reshape(-1).view(torch.uint8).numpy() if rows else np.zeros(0, np.uint8)
         offsets = pa.py_buffer(np.arange(rows + 1, dtype=np.int64) * row_bytes)
         columns[key] = pa.Array.from_buffers(pa.large_binary(), rows, [None, offsets, pa.py_buffer(data)])
-        columns[_shape_column(key)] = pa.array([list(per_sample.shape[1:])] * rows, type=pa.list_(pa.int32()))
+        sample_shape = np.array(per_sample.shape[1:], dtype=np.int32)
+        columns[_shape_column(key)] = pa.ListArray.from_arrays(
+            pa.array(np.arange(rows + 1, dtype=np.int32) * len(sample_shape)), pa.array(np.tile(sample_shape, rows)))
         dtypes[key] = str(tensor.dtype).removeprefix("torch.")
     metadata = {"kind": kind, "dtypes": dtypes, "dataloader_idx": dataloader_idx,
                 "batch_dims": {key: dims.batch_dim(key) for key in tensors},

@@ -42,6 +42,14 @@ class TorchZipFormat(TensorFileFormat):
     def write_entries(self, stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
         _write_archive(stream, entries, metadata)
 
+    def leading_data_offset(self, entries: list[TensorEntry], leading: int, metadata: Mapping[str, str]) -> int:
+        """The leading record's local header comes first, at offset 0."""
+        return len(_StoredZip.local_header(_record_name(leading), 0))
+
+    def write_after_leading(self, stream: BinaryIO, entries: list[TensorEntry], leading: int, leading_crc32: int,
+                            metadata: Mapping[str, str]) -> None:
+        _write_archive(stream, entries, metadata, leading=(leading, leading_crc32))
+
     def load_tensors(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(loaded, dict):
@@ -92,7 +100,15 @@ class _SkeletonPickler(pickle.Pickler):
         return None
 
 
-def _write_archive(stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
+def _record_name(index: int) -> str:
+    """The archive record of the storage of entry ``index``."""
+    return f"archive/data/{index}"
+
+
+def _write_archive(stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str], *,
+                   leading: tuple[int, int] | None = None) -> None:
+    """Write the archive at the stream's position; ``leading`` = (index, CRC-32) of an entry whose record already
+    starts the file (see :meth:`TorchZipFormat.leading_data_offset`) and ends where the stream is."""
     storages = [_StorageRef(str(index), entry) for index, entry in enumerate(entries)]
     skeleton: dict[str, Any] = {storage.entry.name: _TensorRef(storage) for storage in storages}
     skeleton[METADATA_KEY] = dict(metadata)
@@ -101,8 +117,11 @@ def _write_archive(stream: BinaryIO, entries: list[TensorEntry], metadata: Mappi
     archive = _StoredZip(stream)
     archive.add("archive/data.pkl", [pickled.getvalue()])
     archive.add("archive/byteorder", [b"little"])
-    for storage in storages:
-        archive.add(f"archive/data/{storage.key}", counted_segments(storage.entry))
+    for index, entry in enumerate(entries):
+        if leading is not None and index == leading[0]:
+            archive.add_written(_record_name(index), 0, entry.nbytes, leading[1])
+        else:
+            archive.add(_record_name(index), counted_segments(entry))
     archive.add("archive/version", [b"3\n"])
     archive.close()
 
@@ -123,25 +142,34 @@ class _StoredZip:
         self.stream = stream
         self.records: list[tuple[bytes, int, int, int]] = []  # name, crc, size, header offset
 
-    def add(self, name: str, segments: Iterable[Any]) -> None:
-        encoded, offset = name.encode(), self.stream.tell()
-        data_start = offset + self._LOCAL.size + len(encoded) + 20 + 4
+    @classmethod
+    def local_header(cls, name: str, offset: int, crc: int = 0, size: int = 0) -> bytes:
+        """The local header of a record at ``offset``, padded so that its data starts aligned."""
+        encoded = name.encode()
+        data_start = offset + cls._LOCAL.size + len(encoded) + 20 + 4
         padding = -data_start % _ALIGNMENT
-        extra = struct.pack("<HHQQ", 1, 16, 0, 0) + struct.pack("<HH", 0x4246, padding) + b"Z" * padding
-        self.stream.write(self._LOCAL.pack(0x04034B50, self._VERSION, 0, 0, 0, self._DOS_DATE, 0, 0xFFFFFFFF,
-                                           0xFFFFFFFF, len(encoded), len(extra)))
-        self.stream.write(encoded + extra)
+        extra = struct.pack("<HHQQ", 1, 16, size, size) + struct.pack("<HH", 0x4246, padding) + b"Z" * padding
+        return cls._LOCAL.pack(0x04034B50, cls._VERSION, 0, 0, 0, cls._DOS_DATE, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                               len(encoded), len(extra)) + encoded + extra
+
+    def add(self, name: str, segments: Iterable[Any]) -> None:
+        """Append a record of ``segments``; its header gets the CRC-32 and size once the data is written."""
+        offset = self.stream.tell()
+        self.stream.write(self.local_header(name, offset))
         crc, size = 0, 0
         for segment in segments:
             crc = crc32(segment, crc)
             size += self.stream.write(segment)
+        self.add_written(name, offset, size, crc)
+
+    def add_written(self, name: str, offset: int, size: int, crc: int) -> None:
+        """Register a record whose data is already in place after a local header at ``offset``, and fill in that
+        header; the stream returns to where it was."""
         end = self.stream.tell()
-        self.stream.seek(offset + 14)
-        self.stream.write(struct.pack("<I", crc))
-        self.stream.seek(offset + self._LOCAL.size + len(encoded) + 4)
-        self.stream.write(struct.pack("<QQ", size, size))
+        self.stream.seek(offset)
+        self.stream.write(self.local_header(name, offset, crc, size))
         self.stream.seek(end)
-        self.records.append((encoded, crc, size, offset))
+        self.records.append((name.encode(), crc, size, offset))
 
     def close(self) -> None:
         """Write the central directory and the zip64 end records."""

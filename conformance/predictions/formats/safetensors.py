@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,18 +27,32 @@ class SafetensorsFormat(TensorFileFormat):
     suffix = ".safetensors"
 
     def write_entries(self, stream: BinaryIO, entries: list[TensorEntry], metadata: Mapping[str, str]) -> None:
-        header: dict[str, Any] = {METADATA_KEY: dict(metadata)} if metadata else {}
-        offset = 0
-        for entry in entries:
-            header[entry.name] = {"dtype": STORABLE_DTYPES[entry.dtype], "shape": list(entry.shape),
-                                  "data_offsets": [offset, offset + entry.nbytes]}
-            offset += entry.nbytes
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (-len(encoded) % 8)
+        encoded = _header(entries, metadata, range(len(entries)))
         stream.write(_LENGTH.pack(len(encoded)))
         stream.write(encoded)
         for entry in entries:
             stream.writelines(counted_segments(entry))
+
+    def leading_data_offset(self, entries: list[TensorEntry], leading: int, metadata: Mapping[str, str]) -> int:
+        """Room for the longest header these entries can have: every size and offset at 20 digits."""
+        widest = [TensorEntry(entry.name, entry.dtype, (_WIDEST,) * len(entry.shape), ()) for entry in entries]
+        return _LENGTH.size + len(_header(widest, metadata, range(len(entries)), widest_offsets=True))
+
+    def write_after_leading(self, stream: BinaryIO, entries: list[TensorEntry], leading: int, leading_crc32: int,
+                            metadata: Mapping[str, str]) -> None:
+        """The leading entry's data comes first in the data section; the header fills the room reserved for it
+        (safetensors allows the data in any order and spaces after the header)."""
+        room = self.leading_data_offset(entries, leading, metadata) - _LENGTH.size
+        order = [leading, *(index for index in range(len(entries)) if index != leading)]
+        for index in order[1:]:
+            stream.writelines(counted_segments(entries[index]))
+        encoded = _header(entries, metadata, order)
+        if len(encoded) > room:
+            raise RuntimeError(f"kit bug: a safetensors header of {len(encoded)} bytes exceeds the {room} reserved")
+        stream.seek(0)
+        stream.write(_LENGTH.pack(room))
+        stream.write(encoded + b" " * (room - len(encoded)))
+        stream.seek(0, 2)
 
     def load_tensors(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         from safetensors import safe_open
@@ -66,3 +80,20 @@ class SafetensorsFormat(TensorFileFormat):
 
 
 FORMAT = SafetensorsFormat()
+
+_WIDEST = 2**64 - 1
+
+
+def _header(entries: list[TensorEntry], metadata: Mapping[str, str], data_order: Iterable[int], *,
+            widest_offsets: bool = False) -> bytes:
+    """The JSON header, padded to a multiple of 8 bytes; the entries' data lie in ``data_order``."""
+    header: dict[str, Any] = {METADATA_KEY: dict(metadata)} if metadata else {}
+    offsets, offset = {}, 0
+    for index in data_order:
+        offsets[index] = [_WIDEST, _WIDEST] if widest_offsets else [offset, offset + entries[index].nbytes]
+        offset += entries[index].nbytes
+    for index, entry in enumerate(entries):
+        header[entry.name] = {"dtype": STORABLE_DTYPES[entry.dtype], "shape": list(entry.shape),
+                              "data_offsets": offsets[index]}
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    return encoded + b" " * (-len(encoded) % 8)

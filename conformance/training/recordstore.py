@@ -1,0 +1,216 @@
+"""Streams of records on disk, keyed by integer tuples; RAM holds at most the record being written or read.
+
+A stream is one append-only file of frames: a 4-byte header length, a JSON header ``{"key", "size"}``, then the
+record in :mod:`conformance.training.recordfile` format, starting 64-byte aligned in the file. Creating a file per
+record would cost more than recording itself.
+
+A store may be given a *reference* store (the uninterrupted run's, for the interrupted and resumed runs): a large
+record whose bytes are exactly those the reference holds under the same stream and key is written as a frame of
+size 0 marked ``"shared"``, and reads back from the reference. Byte equality makes that exact, whatever a later
+comparison's tolerance; it spares writing again the optimizer states and weights that a deterministic recipe
+reproduces, the largest part of the bytes a stop-and-go class writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import mmap
+import os
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from conformance._append import AppendFile
+from conformance.training import recordfile
+
+__all__ = ["Key", "RecordStore", "to_record"]
+
+Key = tuple[int, ...]
+
+_FRAME_HEADER = struct.Struct("<I")
+_ALIGNMENT = 64
+#: Records at least this large are looked up in the reference store before being written (below it, comparing
+#: costs more than writing).
+_SHARED_MIN_BYTES = 1 << 20
+_REFERENCE_FILE = "reference.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    offset: int  # of the record in the stream's file
+    size: int
+    shared: bool  # the record is the reference store's
+
+
+class RecordStore:
+    """Streams of records under ``root``: ``write`` one record, ``keys``/``read`` them back.
+
+    Keys must increase within a stream, so a record is never written twice. Records are read from a private
+    (copy-on-write) memory map of the file: their tensors alias the page cache until something writes to them,
+    where reading into fresh buffers took most of a check's time.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, reference: RecordStore | None = None) -> None:
+        self.root = Path(root)
+        self._reference = reference
+        self._last_key: dict[str, Key] = {}
+        self._indexes: dict[str, tuple[int, dict[Key, _Frame]]] = {}
+        self._maps: dict[str, mmap.mmap] = {}
+        self._logs: dict[str, AppendFile] = {}
+
+    def write(self, stream: str, key: Key, value: Any) -> None:
+        """Append ``value`` (see :func:`to_record` for what it may hold) as record ``key`` of ``stream``."""
+        _check_key(key)
+        last = self._last_key.get(stream)
+        if last is not None and key <= last:
+            raise ValueError(f"record {key} of stream '{stream}' written after record {last}: keys must increase")
+        parts = recordfile.encode_parts(to_record(value))
+        size = sum(len(part) for part in parts)
+        shared = size >= _SHARED_MIN_BYTES and self._reference_holds(stream, key, parts, size)
+        log = self._log(stream)
+        header = json.dumps({"key": list(key), "size": 0 if shared else size, "shared": shared}).encode()
+        header += b" " * (-(log.size + _FRAME_HEADER.size + len(header)) % _ALIGNMENT)
+        log.write([_FRAME_HEADER.pack(len(header)), header, *([] if shared else parts)])
+        log.flush()  # a killed process loses no record
+        self._last_key[stream] = key
+
+    def close(self) -> None:
+        """Close the files written to (reading needs no close); a later write opens them again."""
+        for log in self._logs.values():
+            log.close()
+        self._logs = {}
+
+    def keys(self, stream: str) -> list[Key]:
+        """The keys recorded in ``stream``, sorted; empty if nothing was recorded."""
+        return sorted(self._index(stream))
+
+    def read(self, stream: str, key: Key) -> Any:
+        """Load record ``key`` of ``stream``, tensors on the CPU; nothing is unpickled."""
+        return recordfile.decode(self._record_bytes(stream, key))
+
+    def items(self, stream: str) -> Iterator[tuple[Key, Any]]:
+        """(key, value) for every record of ``stream`` in key order, loaded one at a time."""
+        for key in self.keys(stream):
+            yield key, self.read(stream, key)
+
+    # --- files -------------------------------------------------------------------------------------------------
+    def _path(self, stream: str) -> Path:
+        return self.root / f"{stream}.log"
+
+    def _log(self, stream: str) -> AppendFile:
+        if stream not in self._logs:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self._reference is not None and not (self.root / _REFERENCE_FILE).exists():
+                relative = os.path.relpath(self._reference.root, self.root)
+                (self.root / _REFERENCE_FILE).write_text(json.dumps({"root": relative}))
+            self._logs[stream] = AppendFile(self._path(stream))
+        return self._logs[stream]
+
+    def _record_bytes(self, stream: str, key: Key) -> memoryview:
+        """The bytes of record ``key``, in this store's map of the stream or, when shared, in the reference's."""
+        index = self._index(stream)
+        if key not in index:
+            raise KeyError(f"stream '{stream}' has no record {key}")
+        frame = index[key]
+        if frame.shared:
+            reference = self._reference_store()
+            if reference is None:
+                raise KeyError(f"record {key} of stream '{stream}' is shared with a reference store that is gone")
+            return reference._record_bytes(stream, key)
+        return memoryview(self._maps[stream])[frame.offset:frame.offset + frame.size]
+
+    def _reference_store(self) -> RecordStore | None:
+        """The store shared records read from: the one given, else the one the store's folder names."""
+        if self._reference is None and (self.root / _REFERENCE_FILE).exists():
+            relative = json.loads((self.root / _REFERENCE_FILE).read_text())["root"]
+            self._reference = RecordStore((self.root / relative).resolve())
+        return self._reference
+
+    def _reference_holds(self, stream: str, key: Key, parts: list[Any], size: int) -> bool:
+        """Whether the reference store's record ``key`` of ``stream`` is exactly these bytes."""
+        reference = self._reference
+        if reference is None or key not in reference._index(stream):
+            return False
+        held = reference._record_bytes(stream, key)
+        if held.nbytes != size:
+            return False
+        offset = 0
+        for part in parts:
+            length = len(part)
+            if not _same_bytes(held[offset:offset + length], part):
+                return False
+            offset += length
+        return True
+
+    def _index(self, stream: str) -> dict[Key, _Frame]:
+        """Where each record of ``stream`` lies; rebuilt only when the file has grown since the last look."""
+        path = self._path(stream)
+        size = path.stat().st_size if path.exists() else 0
+        cached = self._indexes.get(stream)
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        index: dict[Key, _Frame] = {}
+        with open(path, "rb") if size else contextlib.nullcontext() as log:
+            position = 0
+            while position < size:
+                (header_size,) = _FRAME_HEADER.unpack(log.read(_FRAME_HEADER.size))
+                header = json.loads(log.read(header_size))
+                position += _FRAME_HEADER.size + header_size
+                index[tuple(header["key"])] = _Frame(position, header["size"], header.get("shared", False))
+                position += header["size"]
+                log.seek(position)
+        self._indexes[stream] = (size, index)
+        if size:  # a mapping stays alive, after a newer one replaced it, as long as tensors read from it do
+            with open(path, "rb") as log:
+                self._maps[stream] = mmap.mmap(log.fileno(), size, access=mmap.ACCESS_COPY)
+        return index
+
+
+def _same_bytes(held: memoryview, part: Any) -> bool:
+    """Bitwise equality of two buffers: 8 bytes at a time through torch where both allow it (20 GB/s here), else as
+    bytes objects (comparing memoryviews ran at 0.5 GB/s)."""
+    view = memoryview(part)
+    if view.readonly or view.nbytes < 4096 or view.nbytes % 8:
+        return held.tobytes() == view.tobytes()
+    return torch.equal(torch.frombuffer(held, dtype=torch.int64), torch.frombuffer(view, dtype=torch.int64))
+
+
+def _check_key(key: Key) -> None:
+    if not isinstance(key, tuple) or not key or any(not isinstance(part, int) or part < 0 for part in key):
+        raise ValueError(f"record keys are non-empty tuples of non-negative ints, got {key!r}")
+
+
+def to_record(value: Any, path: str = "root") -> Any:
+    """``value`` as plain dicts, lists, tuples, detached tensors and Python scalars (what a record may hold).
+
+    Mappings become dicts, namedtuples and dataclasses dicts of their fields, numpy arrays tensors. Tensors are
+    detached; a view is copied so that saving it does not write the whole storage it views.
+    """
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        return tensor
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, Mapping):
+        return {key: to_record(item, f"{path}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {field: to_record(getattr(value, field), f"{path}.{field}") for field in value._fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_record(getattr(value, field.name), f"{path}.{field.name}")
+                for field in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_record(item, f"{path}[{index}]") for index, item in enumerate(value))
+    raise TypeError(
+        f"cannot record {path}: a {type(value).__module__}.{type(value).__qualname__} is not a tensor, container "
+        "or plain Python value; return tensors, dicts, lists or dataclasses from the recipe's steps and states"
+    )

@@ -1,0 +1,44 @@
+"""Appending with disk blocks reserved ahead: the file's size shows only what was written, and nothing reserved
+stays behind once the file is closed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unittest
+from pathlib import Path
+
+from conformance import _append
+from conformance._append import AppendFile
+from conformance.predictions.atomic import atomic_write
+
+
+def allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+@unittest.skipIf(_append._FALLOCATE is None, "this OS has no fallocate: nothing is reserved")
+class TestReservedAppends(unittest.TestCase):
+    def setUp(self) -> None:
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        self.path = Path(folder.name) / "log"
+
+    def test_reserved_blocks_are_beyond_the_size_and_given_back_on_close(self) -> None:
+        appended = AppendFile(self.path)
+        offsets = [appended.write([b"a" * 3000]), appended.write([b"b" * 5000, memoryview(b"c" * 100)])]
+        appended.flush()
+        self.assertEqual((offsets, self.path.stat().st_size), ([0, 3000], 8100))
+        self.assertGreaterEqual(allocated(self.path), 1 << 20)  # reserved ahead
+        appended.close()
+        self.assertLess(allocated(self.path), 64 << 10)
+        self.assertEqual(self.path.read_bytes(), b"a" * 3000 + b"b" * 5000 + b"c" * 100)
+        again = AppendFile(self.path)  # reopened: appends after what is there
+        self.assertEqual(again.write([b"d"]), 8100)
+        again.close()
+
+    def test_an_atomic_write_keeps_only_what_it_wrote(self) -> None:
+        with atomic_write(self.path, size_hint=4 << 20) as stream:
+            stream.write(b"x" * 1000)
+        self.assertEqual(self.path.read_bytes(), b"x" * 1000)
+        self.assertLess(allocated(self.path), 64 << 10)
