@@ -28,6 +28,7 @@ def _records(folder: Path) -> RecordStore:
     store.write("optimizer_state", (_STOP,), [{"state": state, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}])
     store.write("lr_scheduler_state", (_STOP,), [{"last_epoch": 3}])
     store.write("consumed_samples", (_STOP,), 12)
+    store.close()
     return store
 
 

@@ -28,6 +28,7 @@ class TestRecordStore(unittest.TestCase):
         self.store = RecordStore(Path(self.folder.name))
 
     def tearDown(self) -> None:
+        self.store.close()
         self.folder.cleanup()
 
     def test_write_read_and_sorted_keys(self) -> None:

@@ -73,12 +73,14 @@ class TestValidationAtTheStopStep(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             interrupted, resumed = RecordStore(Path(folder) / "i"), RecordStore(Path(folder) / "r")
             resumed.write("valid_loss", (4, 0, 0, 0), torch.tensor(1.0))
+            resumed.close()
             lost, extra = cls._stop_step_validation(cls, "valid_loss", interrupted)
             self.assertTrue(lost((4, 0, 0, 1)), "Lightning 2.4 replays the stop step's validation in part")
             self.assertFalse(lost((2, 0, 0, 0)))
             self.assertFalse(extra((4, 0, 0, 0)), "only a clean stop adds a validation")
             clean = conformance_class(LongEpochRecipe, "CleanExcuses", num_steps=6, stop_step=4, interruption="clean")
             interrupted.write("valid_loss", (4, 1, 0, 0), torch.tensor(1.0))
+            interrupted.close()
             _, extra = clean._stop_step_validation(clean, "valid_loss", interrupted)
             self.assertTrue(extra((4, 1, 0, 0)))
             self.assertFalse(extra((4, 0, 0, 0)), "the resumed run's records are never excused")
@@ -151,6 +153,7 @@ def _empty_runs(cls: type) -> None:
             for stream, value in empty_validation.items():
                 store.write(stream, (step, 0, 0, 0), value)
         store.write("final_weights", (last,), {"weight": torch.zeros(0)})
+        store.close()
         runs[name] = [RunOutcome(name, store, None, 0.0)]
     cls.continuous, cls.interrupted, cls.resumed = runs["continuous"], runs["interrupted"], runs["resumed"]
     cls.elastic = {}

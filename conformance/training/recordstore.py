@@ -36,8 +36,8 @@ Key = tuple[int, ...]
 _FRAME_HEADER = struct.Struct("<I")
 _ALIGNMENT = 64
 #: Records at least this large are looked up in the reference store before being written (below it, comparing
-#: costs more than writing).
-_SHARED_MIN_BYTES = 1 << 20
+#: costs more than writing), and are read from a memory map rather than into a buffer.
+_SHARED_MIN_BYTES = _MAPPED_MIN_BYTES = 1 << 20
 _REFERENCE_FILE = "reference.json"
 
 
@@ -51,9 +51,8 @@ class _Frame:
 class RecordStore:
     """Streams of records under ``root``: ``write`` one record, ``keys``/``read`` them back.
 
-    Keys must increase within a stream, so a record is never written twice. Records are read from a private
-    (copy-on-write) memory map of the file: their tensors alias the page cache until something writes to them,
-    where reading into fresh buffers took most of a check's time.
+    Keys must increase within a stream, so a record is never written twice. A large record is read from a private
+    (copy-on-write) memory map of its bytes, whose tensors alias the page cache until something writes to them.
     """
 
     def __init__(self, root: str | os.PathLike, *, reference: RecordStore | None = None) -> None:
@@ -61,7 +60,6 @@ class RecordStore:
         self._reference = reference
         self._last_key: dict[str, Key] = {}
         self._indexes: dict[str, tuple[int, dict[Key, _Frame]]] = {}
-        self._maps: dict[str, mmap.mmap] = {}
         self._logs: dict[str, AppendFile] = {}
 
     def write(self, stream: str, key: Key, value: Any) -> None:
@@ -123,7 +121,19 @@ class RecordStore:
             if reference is None:
                 raise KeyError(f"record {key} of stream '{stream}' is shared with a reference store that is gone")
             return reference._record_bytes(stream, key)
-        return memoryview(self._maps[stream])[frame.offset:frame.offset + frame.size]
+        with open(self._path(stream), "rb") as log:
+            if frame.size < _MAPPED_MIN_BYTES:
+                data = bytearray(frame.size)
+                log.seek(frame.offset)
+                log.readinto(data)
+                return memoryview(data)
+            # A private map of this record alone: unmapped once what was decoded from it is gone, so a reader's
+            # memory stays flat however many records it reads; no fresh buffer to fill (which took most of a check's
+            # time for large records)
+            start = frame.offset - frame.offset % mmap.ALLOCATIONGRANULARITY
+            mapped = mmap.mmap(log.fileno(), frame.offset + frame.size - start, access=mmap.ACCESS_COPY,
+                               offset=start)
+        return memoryview(mapped)[frame.offset - start:frame.offset - start + frame.size]
 
     def _reference_store(self) -> RecordStore | None:
         """The store shared records read from: the one given, else the one the store's folder names."""
@@ -166,9 +176,6 @@ class RecordStore:
                 position += header["size"]
                 log.seek(position)
         self._indexes[stream] = (size, index)
-        if size:  # a mapping stays alive, after a newer one replaced it, as long as tensors read from it do
-            with open(path, "rb") as log:
-                self._maps[stream] = mmap.mmap(log.fileno(), size, access=mmap.ACCESS_COPY)
         return index
 
 
