@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import tempfile
 import unittest
-import zlib
 from pathlib import Path
 
 from conformance import _append
 from conformance._append import AppendFile
 from conformance.predictions.atomic import atomic_write
-from conformance.predictions.background_file import BackgroundFile
 
 
 def allocated(path: Path) -> int:
@@ -45,31 +43,3 @@ class TestReservedAppends(unittest.TestCase):
         self.assertEqual(self.path.read_bytes(), b"x" * 1000)
         self.assertLess(allocated(self.path), 64 << 10)
 
-
-class TestBackgroundFile(unittest.TestCase):
-    def setUp(self) -> None:
-        folder = tempfile.TemporaryDirectory()
-        self.addCleanup(folder.cleanup)
-        self.path = Path(folder.name) / "shard"
-
-    def test_everything_queued_is_written_with_its_crc32(self) -> None:
-        chunks = [bytes([index]) * (index * 1000 + 1) for index in range(20)]
-        written = BackgroundFile(self.path, max_pending=2)
-        for chunk in chunks:
-            written.write(chunk)
-        self.assertEqual(written.tell(), sum(len(chunk) for chunk in chunks))
-        written.close()
-        written.close()  # a second close does nothing
-        self.assertEqual(self.path.read_bytes(), b"".join(chunks))
-        self.assertEqual(written.crc32, zlib.crc32(b"".join(chunks)))
-
-    def test_a_failed_write_is_raised_in_the_writing_thread(self) -> None:
-        written = BackgroundFile(self.path)
-
-        def full_disk(parts: list[bytes]) -> int:
-            raise OSError(28, "No space left on device")
-
-        written._file.write = full_disk  # type: ignore[method-assign]
-        written.write(b"x")
-        with self.assertRaisesRegex(OSError, r"writing .*shard failed: .*No space left"):
-            written.close()

@@ -2,9 +2,7 @@
 
 The columns and the shard manifest are described in :mod:`conformance.predictions.formats.parquet`. Each rank
 writes shards ``predictions__rank_{g}__dp_rank_{d}__shard_{s}.parquet``, each under a temporary name until its
-footer is written, then beside it a ``.manifest.json`` (rows, sample-id range, batches, schema, CRC-32). The bytes
-go to disk on a background thread, which computes the CRC-32 as it writes them
-(:class:`~conformance.predictions.background_file.BackgroundFile`). A Python
+footer is written, then beside it a ``.manifest.json`` (rows, sample-id range, batches, schema, CRC-32). A Python
 exception still closes the open shard, so the finished batches stay readable; a killed process loses only the
 open shard, whose batches a re-run predicts again.
 """
@@ -19,13 +17,14 @@ from typing import Any
 
 from typing_extensions import override
 
+from conformance._append import Reservation
 from conformance.predictions.atomic import TEMP_PREFIX, write_json
-from conformance.predictions.background_file import BackgroundFile
 from conformance.predictions.file_names import parse_file_name
 from conformance.predictions.formats.parquet import (
     FORMAT,
     batch_table,
     empty_schema,
+    file_crc32,
     import_pyarrow,
     shard_manifest_path,
 )
@@ -37,24 +36,28 @@ __all__ = ["ParquetPredictionWriter"]
 class _OpenShard:
     """A shard being written: temporary file, pyarrow writer, and what went into it."""
 
-    def __init__(self, path: Path, schema: Any, *, fsync: bool) -> None:
-        pa, pq = import_pyarrow()
+    def __init__(self, path: Path, schema: Any, pq: Any) -> None:
         self.path = path
         self.temporary = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-        self.file = BackgroundFile(self.temporary, fsync=fsync)
-        self.writer = pq.ParquetWriter(pa.PythonFile(self.file, mode="w"), schema, compression="none",
-                                       use_dictionary=False, write_statistics=["sample_id", "batch_idx"],
-                                       data_page_size=64 << 20)
+        self.writer = pq.ParquetWriter(str(self.temporary), schema, compression="none", use_dictionary=False,
+                                       write_statistics=["sample_id", "batch_idx"], data_page_size=64 << 20)
+        self._fd = os.open(self.temporary, os.O_WRONLY)  # only to reserve blocks ahead of pyarrow's writes
+        self.reservation = Reservation(self._fd)
         self.schema = schema
         self.rows = 0
         self.batches: list[int] = []
         self.ids: tuple[int, int] | None = None
 
-    def close(self) -> str:
-        """Write the footer, wait until every byte is in the file; returns the shard's CRC-32 (8 hex digits)."""
+    def write(self, table: Any) -> None:
+        """Write ``table`` as one row group."""
+        self.reservation.cover(os.fstat(self._fd).st_size + table.nbytes + (1 << 16))
+        self.writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+    def close(self) -> None:
+        """Write the footer and give back the blocks reserved beyond it."""
         self.writer.close()
-        self.file.close()
-        return f"{self.file.crc32:08x}"
+        self.reservation.release()
+        os.close(self._fd)
 
 
 class ParquetPredictionWriter(StreamingWriter):
@@ -70,7 +73,7 @@ class ParquetPredictionWriter(StreamingWriter):
                          batch_dim_key_defaults=batch_dim_key_defaults, seq_dim_key_defaults=seq_dim_key_defaults,
                          fsync=fsync)
         self.batches_per_shard = batches_per_shard
-        import_pyarrow()  # where pyarrow is missing, fail now and say how to install it
+        self._pq = import_pyarrow()[1]
         self._shard: _OpenShard | None = None
         self._next_shard = 0
 
@@ -107,7 +110,7 @@ class ParquetPredictionWriter(StreamingWriter):
         if not table.schema.equals(shard.schema, check_metadata=True):
             raise ValueError(f"batch {batch.batch_idx} has columns {table.schema.names} with other types than the "
                              f"shard's {shard.schema.names}: every prediction must have the same keys and dtypes")
-        shard.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        shard.write(table)
         shard.rows += table.num_rows
         shard.batches.append(batch.batch_idx)
         if table.num_rows:
@@ -137,20 +140,23 @@ class ParquetPredictionWriter(StreamingWriter):
             path = self.output_dir / self.name(FORMAT.suffix, dataloader_idx=dataloader_idx, shard=self._next_shard)
             self._next_shard += 1
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._shard = _OpenShard(path, schema, fsync=self.fsync)
+            self._shard = _OpenShard(path, schema, self._pq)
             self._shard_dataloader = dataloader_idx
         return self._shard
 
     def _close_shard(self, dataloader_idx: int, *, complete: bool, reason: str | None = None) -> None:
         shard, self._shard = self._shard, None
         assert shard is not None
-        crc = shard.close()
+        shard.close()
+        if self.fsync:
+            with open(shard.temporary, "rb") as written:
+                os.fsync(written.fileno())
         os.replace(shard.temporary, shard.path)
         low, high = shard.ids if shard.ids is not None else (None, None)
         write_json(shard_manifest_path(shard.path), {
             "shard": shard.path.name, "rows": shard.rows, "min_sample_id": low, "max_sample_id": high,
             "batches": shard.batches, "dataloader_idx": dataloader_idx, "schema": shard.schema.to_string(),
-            "crc32": crc, "complete": complete, "interrupted_by": reason,
+            "crc32": file_crc32(shard.path), "complete": complete, "interrupted_by": reason,
         }, fsync=self.fsync)
 
     def _write_empty_shard(self) -> None:
