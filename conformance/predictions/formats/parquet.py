@@ -10,8 +10,6 @@ shard, which :meth:`ParquetFormat.verify` checks. Needs pyarrow.
 from __future__ import annotations
 
 import json
-import mmap
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ __all__ = ["FORMAT", "SCHEMA_KEY", "ParquetFormat", "batch_table", "empty_schema
 
 #: The schema metadata key of the kit's description of a shard.
 SCHEMA_KEY = b"conformance"
+_CRC_CHUNK = 8 << 20
 
 
 def import_pyarrow() -> Any:
@@ -49,14 +48,16 @@ def file_crc32(path: Path) -> str:
     """The CRC-32 of a file as 8 hex digits (what shard manifests record).
 
     CRC-32 rather than a cryptographic hash: it guards against damage and runs at 1.5 GB/s (zlib) to 10 GB/s
-    (isal) here, where sha256 ran at 0.2 GB/s and dominated the writer's time. The file is memory-mapped: read into
-    fresh buffers instead, the checksum of a just-written shard took 5 times longer.
+    (isal) here, where sha256 ran at 0.2 GB/s and dominated the writer's time. The file is read into one reusable
+    buffer: reading into a fresh buffer per chunk took 3.5 times longer, and a memory map of the whole shard made
+    the writer's resident memory grow with the shard.
     """
-    with open(path, "rb") as stream:
-        if not os.fstat(stream.fileno()).st_size:
-            return f"{crc32(b''):08x}"
-        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return f"{crc32(mapped):08x}"
+    checksum, buffer = 0, bytearray(_CRC_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as stream:
+        while size := stream.readinto(buffer):
+            checksum = crc32(view[:size], checksum)
+    return f"{checksum:08x}"
 
 
 def _shape_column(key: str) -> str:
