@@ -43,27 +43,27 @@ class Reservation:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.reserved = os.fstat(fd).st_size
+        self.reserved = os.fstat(fd).st_size  # the end of what is allocated
         self.enabled = _FALLOCATE is not None
+        self._reserved_any = False
 
     def cover(self, end: int, *, ahead: bool = True) -> None:
         """Make sure the bytes up to ``end`` lie in reserved blocks, reserving some way beyond it when they do not
         (``ahead``; else exactly to ``end``)."""
-        if not self.enabled or end <= self.reserved:
-            return
+        if not self.enabled or end <= self.reserved or end < _MIN_AHEAD:
+            return  # small files are not worth the calls
         until = end + min(max(end, _MIN_AHEAD), _MAX_AHEAD) if ahead else end
         if _FALLOCATE(self.fd, _KEEP_SIZE, self.reserved, until - self.reserved) != 0:
             self.enabled = False  # not supported here, or no room: write without reserving
         else:
-            self.reserved = until
+            self.reserved, self._reserved_any = until, True
 
     def release(self) -> None:
         """Give back the blocks reserved beyond the file's end (truncating to its own size frees them); call it once
         everything is written and flushed."""
-        size = os.fstat(self.fd).st_size
-        if self.enabled and self.reserved > size:
+        if self._reserved_any and self.reserved > (size := os.fstat(self.fd).st_size):
             os.ftruncate(self.fd, size)
-        self.reserved = size
+        self._reserved_any = False
 
 
 class AppendFile:

@@ -29,12 +29,16 @@ class TestReservedAppends(unittest.TestCase):
         offsets = [appended.write([b"a" * 3000]), appended.write([b"b" * 5000, memoryview(b"c" * 100)])]
         appended.flush()
         self.assertEqual((offsets, self.path.stat().st_size), ([0, 3000], 8100))
-        self.assertGreaterEqual(allocated(self.path), 1 << 20)  # reserved ahead
+        self.assertLess(allocated(self.path), 64 << 10, "a small file is not worth reserving for")
+        self.assertEqual(appended.write([bytes(2 << 20)]), 8100)
+        appended.flush()
+        self.assertEqual(self.path.stat().st_size, 8100 + (2 << 20))
+        self.assertGreaterEqual(allocated(self.path), 4 << 20)  # as much again reserved ahead
         appended.close()
-        self.assertLess(allocated(self.path), 64 << 10)
-        self.assertEqual(self.path.read_bytes(), b"a" * 3000 + b"b" * 5000 + b"c" * 100)
+        self.assertLess(allocated(self.path), (2 << 20) + (64 << 10))
+        self.assertEqual(self.path.read_bytes()[:8100], b"a" * 3000 + b"b" * 5000 + b"c" * 100)
         again = AppendFile(self.path)  # reopened: appends after what is there
-        self.assertEqual(again.write([b"d"]), 8100)
+        self.assertEqual(again.write([b"d"]), 8100 + (2 << 20))
         again.close()
 
     def test_an_atomic_write_keeps_only_what_it_wrote(self) -> None:
