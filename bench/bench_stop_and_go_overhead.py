@@ -10,6 +10,8 @@ land in whichever column happened to trigger it); the ratio suite / bare is take
 the times, and of the ratios with their quartiles and range. torch runs on ``--threads`` threads.
 
     python bench/bench_stop_and_go_overhead.py [--repeats 5] [--threads 2]
+    python bench/bench_stop_and_go_overhead.py --recording --repeats 7   # what recording costs, with and without
+                                                                          # shared records and reserved blocks
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from conformance import StopAndGoConformance
+from conformance import StopAndGoConformance, _append
 from conformance.report import run_classes
 from conformance.runs.fit import FitPlan, run_fits
 from conformance.runs.nemo import saved_checkpoint
@@ -55,18 +57,20 @@ class WiderGPTStopAndGo(GPTRecipe, StopAndGoConformance, unittest.TestCase):
         return SyntheticDataModule(seq_len=64, vocab_size=256)
 
 
-def bare_runs(cls: type) -> float:
-    """Seconds for the class's three trainings as its ``prepare`` runs them, without recorders."""
+def bare_runs(cls: type, *, record: bool = False, share: bool = False) -> float:
+    """Seconds for the class's three trainings as its ``prepare`` runs them, without recorders (``record``: with
+    them; ``share``: records the continuous run holds byte for byte stored as references, as the suite does)."""
     work = Path(tempfile.mkdtemp(prefix="bench-bare-"))
     try:
         checkpoint = work / "stop.ckpt"
-        plan = functools.partial(FitPlan, work_dir=str(work), max_steps=cls.num_steps, seed=cls.seed, record=False,
+        plan = functools.partial(FitPlan, work_dir=str(work), max_steps=cls.num_steps, seed=cls.seed, record=record,
                                  trainer_defaults=cls.validation_schedule())
+        shared = "continuous" if share else None
         run = functools.partial(run_fits, cls, in_process=cls.world_size() == 1, deadline_s=600)
         started = time.perf_counter()
         run([plan("continuous"), plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption,
-                                      checkpoint=str(checkpoint))])
-        [resumed] = run([plan("resumed", resume_from=str(saved_checkpoint(checkpoint)))])
+                                      checkpoint=str(checkpoint), shares_records_with=shared)])
+        [resumed] = run([plan("resumed", resume_from=str(saved_checkpoint(checkpoint)), shares_records_with=shared)])
         elapsed = time.perf_counter() - started
         if any(rank.error for rank in resumed):
             raise RuntimeError(next(rank.error for rank in resumed if rank.error))
@@ -97,12 +101,36 @@ def timed(measure: Callable[[], float]) -> float:
     return measure()
 
 
+def recording_cost(repeats: int) -> None:
+    """The 3.3M-parameter class's three trainings: bare, recorded as before shared records and reserved blocks,
+    and recorded as the suite records now; the columns interleaved, the cost over bare taken per repeat."""
+    available = _append._FALLOCATE  # switched off to measure recording without reserved blocks
+    columns = {"bare": (False, False, True), "recorded, no shared records, no reserved blocks": (True, False, False),
+               "recorded (as the suite does)": (True, True, True)}
+    times: dict[str, list[float]] = {name: [] for name in columns}
+    for repeat in range(repeats):
+        names = list(columns)[repeat % 3:] + list(columns)[:repeat % 3]
+        for name in names:
+            record, share, reserve = columns[name]
+            _append._FALLOCATE = available if reserve else None
+            times[name].append(timed(functools.partial(bare_runs, WiderGPTStopAndGo, record=record, share=share)))
+    _append._FALLOCATE = available
+    print(f"{WiderGPTStopAndGo.__name__}'s three trainings, {repeats} repeats, torch threads {torch.get_num_threads()}")
+    for name, values in times.items():
+        extra = statistics.median(value - bare for value, bare in zip(values, times["bare"]))
+        print(f"  {name}: median {statistics.median(values):.3f} s, over bare (per repeat, median) {extra:+.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--recording", action="store_true", help="only what recording costs the 3.3M-parameter class")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.recording:
+        recording_cost(args.repeats)
+        return
     bare_runs(TestTinyGPTStopAndGo)  # warm-up: imports, first-call allocations
     columns: dict[str, Callable[[type], Callable[[], float] | None]] = {
         "bare": lambda cls: lambda: bare_runs(cls),
