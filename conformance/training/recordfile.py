@@ -22,7 +22,6 @@ __all__ = ["decode", "encode", "encode_parts"]
 _HEADER_SIZE = struct.Struct("<Q")
 _ALIGNMENT = 64
 _DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
-_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 #: Tensors smaller than this are copied into a shared part instead of being a part of their own.
 _GATHER_BELOW = 64 << 10
 
@@ -39,7 +38,7 @@ def encode_parts(value: Any) -> list[bytes | bytearray | memoryview]:
     tensors: list[torch.Tensor] = []
     tree = _encode(value, tensors)
     payloads = [_tensor_bytes(tensor) for tensor in tensors]
-    specs = [{"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "nbytes": len(b)}
+    specs = [{"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "nbytes": len(b)}
              for t, b in zip(tensors, payloads)]
     header = json.dumps({"tree": tree, "tensors": specs}).encode()
     header += b" " * (-(_HEADER_SIZE.size + len(header)) % _ALIGNMENT)

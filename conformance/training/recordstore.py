@@ -111,7 +111,8 @@ class RecordStore:
         return self._logs[stream]
 
     def _record_bytes(self, stream: str, key: Key) -> memoryview:
-        """The bytes of record ``key``, in this store's map of the stream or, when shared, in the reference's."""
+        """The bytes of record ``key``: read from this store's file (a large record mapped on its own) or, when
+        shared, from the reference store's."""
         index = self._index(stream)
         if key not in index:
             raise KeyError(f"stream '{stream}' has no record {key}")
