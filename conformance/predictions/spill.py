@@ -63,10 +63,7 @@ class SpilledBatch:
 
     def nbytes(self, key: str) -> int:
         dtype, shape, _ = self.tensors[key]
-        numel = 1
-        for size in shape:
-            numel *= size
-        return numel * torch.empty((), dtype=getattr(torch, dtype)).element_size()
+        return TensorEntry(key, getattr(torch, dtype), shape, ()).nbytes
 
 
 @dataclass(frozen=True)

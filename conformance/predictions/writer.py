@@ -21,7 +21,7 @@ import torch
 from typing_extensions import override
 
 from conformance.predictions.atomic import atomic_write
-from conformance.predictions.collate import output_shape
+from conformance.predictions.collate import RESERVED_KEYS, output_shape
 from conformance.predictions.file_names import parse_file_name, subdir_name
 from conformance.predictions.formats import TensorEntry, tensor_entry, tensor_file_format
 from conformance.predictions.formats._tensors import check_storable
@@ -160,7 +160,7 @@ class PredictionWriter(StreamingWriter):
         key = max(candidates, key=lambda name: batch.tensors[name].nbytes)
         rows = (len(batch.sample_ids),)
         provisional = [TensorEntry(name, tensor.dtype, tuple(tensor.shape), ()) for name, tensor in batch.tensors.items()]
-        provisional += [TensorEntry(name, torch.int64, rows, ()) for name in ("batch_idx", "sample_ids")]
+        provisional += [TensorEntry(name, torch.int64, rows, ()) for name in RESERVED_KEYS]  # as the spill adds them
         hole = self.file_format.leading_data_offset(provisional, list(batch.tensors).index(key),
                                                     self._metadata(batch.kind, batch.dataloader_idx))
         return None if hole is None else (key, hole)
