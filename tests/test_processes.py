@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -13,7 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 from conformance.runs.forkserver import EXIT_UNKNOWN, PRELOADED, ForkServer, fork_server, preloaded
-from conformance.runs.processes import RankJob, RankLog, _free_port, finish_jobs
+from conformance.runs.processes import RankJob, RankLog, _free_port, finish_jobs, with_group
 
 
 def run(*behaviour: str, deadline_s: float = 60, **payload: str) -> tuple[RankJob, float]:
@@ -54,6 +56,12 @@ class TestRankJob(unittest.TestCase):
         self.assertIn("rank 1 exited with exit code 3 and wrote no log", crashed.error)
         self.assertIn("rank 1 gives up", crashed.error, "the end of its output is shown")
         self.assertIn("rank 0 was stopped by the kit because rank 1 failed first", stopped.error)
+
+    def test_a_process_not_yet_leading_its_own_group_is_stopped_too(self) -> None:
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])  # in this test's group
+        self.addCleanup(process.kill)
+        with_group(process, signal.SIGKILL)
+        self.assertEqual(process.wait(timeout=30), -signal.SIGKILL)
 
     def test_a_rank_reporting_an_error_stops_its_peers(self) -> None:
         job, seconds = run("error", "hang", deadline_s=120)

@@ -277,11 +277,20 @@ def _start_process(module: str, spec: str, env: dict[str, str], output: Path, *,
 
 def with_group(process: subprocess.Popen[bytes] | ForkedProcess, signum: int) -> None:
     """Send ``signum`` to ``process`` and its process group (its loader workers, or what it left running after it
-    ended), if any of them still runs."""
+    ended), if any of them still runs.
+
+    A process the fork server has just forked makes its own group a moment later: signalled before, it has no group
+    yet, so it is signalled itself too while it runs (the launcher once waited forever on a peer it had missed).
+    """
     try:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+    if process.poll() is None:  # still running, so the pid is still its own
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def finish_jobs(jobs: Sequence[RankJob], poll_interval: float = 0.05) -> None:
