@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import unittest
+import unittest.mock
 from pathlib import Path
 
 from conformance import _append
@@ -47,3 +48,35 @@ class TestReservedAppends(unittest.TestCase):
         self.assertEqual(self.path.read_bytes(), b"x" * 1000)
         self.assertLess(allocated(self.path), 64 << 10)
 
+
+
+class TestVectoredAppends(unittest.TestCase):
+    def setUp(self) -> None:
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        self.path = Path(folder.name) / "log"
+
+    def test_vectored_parts_land_after_buffered_ones_in_order(self) -> None:
+        appended = AppendFile(self.path)
+        self.assertEqual(appended.write([b"head"]), 0)  # still in the buffer when the vectored write comes
+        parts = [b"a" * 10, memoryview(bytearray(b"b" * 3000)), b"", bytes(range(256)) * 8]
+        self.assertEqual(appended.write_vectored(parts), 4)
+        self.assertEqual(appended.write([b"tail"]), 4 + 10 + 3000 + 2048)
+        appended.close()
+        self.assertEqual(self.path.read_bytes(), b"head" + b"a" * 10 + b"b" * 3000 + bytes(range(256)) * 8 + b"tail")
+
+    def test_a_short_write_is_continued_where_it_stopped(self) -> None:
+        real_writev = os.writev
+        calls = []
+
+        def at_most_7_bytes(fd: int, views: list[memoryview]) -> int:
+            calls.append(len(views))
+            joined = b"".join(bytes(view) for view in views)[:7]
+            return real_writev(fd, [joined])
+
+        appended = AppendFile(self.path)
+        with unittest.mock.patch.object(_append.os, "writev", at_most_7_bytes):
+            appended.write_vectored([b"abcde", b"fghijklmnop", b"qrstuvwxyz"])
+        appended.close()
+        self.assertEqual(self.path.read_bytes(), b"abcdefghijklmnopqrstuvwxyz")
+        self.assertEqual(len(calls), 4)  # 26 bytes, 7 at a time

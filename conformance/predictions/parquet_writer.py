@@ -17,14 +17,14 @@ from typing import Any
 
 from typing_extensions import override
 
-from conformance._append import Reservation
 from conformance.predictions.atomic import TEMP_PREFIX, write_json
 from conformance.predictions.file_names import parse_file_name
+from conformance.predictions.formats._parquet_file import ParquetFileWriter
 from conformance.predictions.formats.parquet import (
     FORMAT,
-    batch_table,
+    batch_columns,
+    batch_schema,
     empty_schema,
-    file_crc32,
     import_pyarrow,
     shard_manifest_path,
 )
@@ -34,30 +34,15 @@ __all__ = ["ParquetPredictionWriter"]
 
 
 class _OpenShard:
-    """A shard being written: temporary file, pyarrow writer, and what went into it."""
+    """A shard being written: its temporary file and what went into it."""
 
-    def __init__(self, path: Path, schema: Any, pq: Any) -> None:
+    def __init__(self, path: Path, schema: Any) -> None:
         self.path = path
         self.temporary = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
-        self.writer = pq.ParquetWriter(str(self.temporary), schema, compression="none", use_dictionary=False,
-                                       write_statistics=["sample_id", "batch_idx"], data_page_size=64 << 20)
-        self._fd = os.open(self.temporary, os.O_WRONLY)  # only to reserve blocks ahead of pyarrow's writes
-        self.reservation = Reservation(self._fd)
+        self.file = ParquetFileWriter(self.temporary, schema)
         self.schema = schema
-        self.rows = 0
         self.batches: list[int] = []
         self.ids: tuple[int, int] | None = None
-
-    def write(self, table: Any) -> None:
-        """Write ``table`` as one row group."""
-        self.reservation.cover(os.fstat(self._fd).st_size + table.nbytes + (1 << 16))
-        self.writer.write_table(table, row_group_size=max(1, table.num_rows))
-
-    def close(self) -> None:
-        """Write the footer and give back the blocks reserved beyond it."""
-        self.writer.close()
-        self.reservation.release()
-        os.close(self._fd)
 
 
 class ParquetPredictionWriter(StreamingWriter):
@@ -73,7 +58,7 @@ class ParquetPredictionWriter(StreamingWriter):
                          batch_dim_key_defaults=batch_dim_key_defaults, seq_dim_key_defaults=seq_dim_key_defaults,
                          fsync=fsync)
         self.batches_per_shard = batches_per_shard
-        self._pq = import_pyarrow()[1]
+        import_pyarrow()  # fails here, with how to install it, rather than at the first batch
         self._shard: _OpenShard | None = None
         self._next_shard = 0
 
@@ -104,16 +89,15 @@ class ParquetPredictionWriter(StreamingWriter):
 
     @override
     def write_batch(self, batch: FlatBatch) -> None:
-        table = batch_table(batch.kind, batch.tensors, batch.sample_ids, batch.batch_idx, batch.dataloader_idx,
-                            self.dims)
-        shard = self._shard_for(batch.dataloader_idx, table.schema)
-        if not table.schema.equals(shard.schema, check_metadata=True):
-            raise ValueError(f"batch {batch.batch_idx} has columns {table.schema.names} with other types than the "
+        schema = batch_schema(batch.kind, batch.tensors, batch.dataloader_idx, self.dims)
+        shard = self._shard_for(batch.dataloader_idx, schema)
+        if schema is not shard.schema and not schema.equals(shard.schema, check_metadata=True):
+            raise ValueError(f"batch {batch.batch_idx} has columns {schema.names} with other types than the "
                              f"shard's {shard.schema.names}: every prediction must have the same keys and dtypes")
-        shard.write(table)
-        shard.rows += table.num_rows
+        rows = len(batch.sample_ids)
+        shard.file.write_row_group(batch_columns(batch.tensors, batch.sample_ids, batch.batch_idx, self.dims), rows)
         shard.batches.append(batch.batch_idx)
-        if table.num_rows:
+        if rows:
             low, high = int(batch.sample_ids.min()), int(batch.sample_ids.max())
             shard.ids = (low, high) if shard.ids is None else (min(shard.ids[0], low), max(shard.ids[1], high))
         if self.batches_per_shard is not None and len(shard.batches) >= self.batches_per_shard:
@@ -140,23 +124,20 @@ class ParquetPredictionWriter(StreamingWriter):
             path = self.output_dir / self.name(FORMAT.suffix, dataloader_idx=dataloader_idx, shard=self._next_shard)
             self._next_shard += 1
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._shard = _OpenShard(path, schema, self._pq)
+            self._shard = _OpenShard(path, schema)
             self._shard_dataloader = dataloader_idx
         return self._shard
 
     def _close_shard(self, dataloader_idx: int, *, complete: bool, reason: str | None = None) -> None:
         shard, self._shard = self._shard, None
         assert shard is not None
-        shard.close()
-        if self.fsync:
-            with open(shard.temporary, "rb") as written:
-                os.fsync(written.fileno())
+        checksum = shard.file.close(fsync=self.fsync)
         os.replace(shard.temporary, shard.path)
         low, high = shard.ids if shard.ids is not None else (None, None)
         write_json(shard_manifest_path(shard.path), {
-            "shard": shard.path.name, "rows": shard.rows, "min_sample_id": low, "max_sample_id": high,
+            "shard": shard.path.name, "rows": shard.file.rows, "min_sample_id": low, "max_sample_id": high,
             "batches": shard.batches, "dataloader_idx": dataloader_idx, "schema": shard.schema.to_string(),
-            "crc32": file_crc32(shard.path), "complete": complete, "interrupted_by": reason,
+            "crc32": checksum, "complete": complete, "interrupted_by": reason,
         }, fsync=self.fsync)
 
     def _write_empty_shard(self) -> None:

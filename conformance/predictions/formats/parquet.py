@@ -4,11 +4,13 @@ Columns: ``sample_id`` and ``batch_idx`` (int64), then for each prediction key i
 (``large_binary``, C order, the batch dim removed) and ``{key}__shape`` (the per-sample shape). The schema
 metadata ``conformance`` (JSON) holds the kind, dtypes, dataloader and collation dims. The manifest
 (``....manifest.json`` beside ``....parquet``) records rows, sample-id range, batches, schema and the CRC-32 of the
-shard, which :meth:`ParquetFormat.verify` checks. Needs pyarrow.
+shard, which :meth:`ParquetFormat.verify` checks. The kit writes shards itself (:mod:`._parquet_file`) and reads
+them with pyarrow.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,11 @@ import torch
 from conformance.errors import PredictionReadError
 from conformance.predictions.collate import CollationDims
 from conformance.predictions.formats._base import FileFormat, StoredPart
-from conformance.predictions.formats._tensors import crc32
+from conformance.predictions.formats._parquet_file import Int64Column, RowsColumn, ShapeColumn
+from conformance.predictions.formats._tensors import crc32, tensor_bytes
 
-__all__ = ["FORMAT", "SCHEMA_KEY", "ParquetFormat", "batch_table", "empty_schema", "file_crc32", "import_pyarrow",
-           "shard_manifest_path"]
+__all__ = ["FORMAT", "SCHEMA_KEY", "ParquetFormat", "batch_columns", "batch_schema", "empty_schema", "file_crc32",
+           "import_pyarrow", "shard_manifest_path"]
 
 #: The schema metadata key of the kit's description of a shard.
 SCHEMA_KEY = b"conformance"
@@ -65,28 +68,33 @@ def _shape_column(key: str) -> str:
     return f"{key}__shape"
 
 
-def batch_table(kind: str, tensors: dict[str, torch.Tensor], sample_ids: torch.Tensor, batch_idx: int,
-                dataloader_idx: int, dims: CollationDims) -> Any:
-    """One batch as a pyarrow table of one row per sample."""
+def batch_schema(kind: str, tensors: dict[str, torch.Tensor], dataloader_idx: int, dims: CollationDims) -> Any:
+    """The Arrow schema of a shard holding batches like this one (its keys, dtypes and collation dims); batches
+    alike get the same schema object."""
+    keys = tuple((key, str(tensor.dtype).removeprefix("torch."), dims.batch_dim(key)) for key, tensor in tensors.items())
+    return _schema(kind, keys, dataloader_idx, json.dumps(dict(dims.seq_dim_key_defaults), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _schema(kind: str, keys: tuple[tuple[str, str, int], ...], dataloader_idx: int, seq_dims: str) -> Any:
     pa, _ = import_pyarrow()
+    fields = [("sample_id", pa.int64()), ("batch_idx", pa.int64())]
+    for key, _dtype, _dim in keys:
+        fields += [(key, pa.large_binary()), (_shape_column(key), pa.list_(pa.int32()))]
+    metadata = {"kind": kind, "dtypes": {key: dtype for key, dtype, _ in keys}, "dataloader_idx": dataloader_idx,
+                "batch_dims": {key: dim for key, _, dim in keys}, "seq_dims": json.loads(seq_dims)}
+    return pa.schema(fields, metadata={SCHEMA_KEY: json.dumps(metadata, sort_keys=True)})
+
+
+def batch_columns(tensors: dict[str, torch.Tensor], sample_ids: torch.Tensor, batch_idx: int,
+                  dims: CollationDims) -> list[Any]:
+    """One batch as the columns of one row group of :func:`batch_schema`, one row per sample."""
     rows = len(sample_ids)
-    columns = {"sample_id": pa.array(sample_ids.numpy()),
-               "batch_idx": pa.array(np.full(rows, batch_idx, dtype=np.int64))}
-    dtypes = {}
-    for key, tensor in tensors.items():
-        per_sample = tensor.movedim(dims.batch_dim(key), 0).contiguous()
-        row_bytes = per_sample[0].numel() * per_sample.element_size() if rows else 0
-        data = per_sample.reshape(-1).view(torch.uint8).numpy() if rows else np.zeros(0, np.uint8)
-        offsets = pa.py_buffer(np.arange(rows + 1, dtype=np.int64) * row_bytes)
-        columns[key] = pa.Array.from_buffers(pa.large_binary(), rows, [None, offsets, pa.py_buffer(data)])
-        sample_shape = np.array(per_sample.shape[1:], dtype=np.int32)
-        columns[_shape_column(key)] = pa.ListArray.from_arrays(
-            pa.array(np.arange(rows + 1, dtype=np.int32) * len(sample_shape)), pa.array(np.tile(sample_shape, rows)))
-        dtypes[key] = str(tensor.dtype).removeprefix("torch.")
-    metadata = {"kind": kind, "dtypes": dtypes, "dataloader_idx": dataloader_idx,
-                "batch_dims": {key: dims.batch_dim(key) for key in tensors},
-                "seq_dims": dict(dims.seq_dim_key_defaults)}
-    return pa.table(columns).replace_schema_metadata({SCHEMA_KEY: json.dumps(metadata, sort_keys=True)})
+    columns = [Int64Column(sample_ids.numpy()), Int64Column(np.full(rows, batch_idx, dtype=np.int64))]
+    for tensor in (tensors[key].detach().cpu().movedim(dims.batch_dim(key), 0) for key in tensors):
+        row_bytes = tensor[0].numel() * tensor.element_size() if rows else 0
+        columns += [RowsColumn(tensor_bytes(tensor), rows, row_bytes), ShapeColumn(tuple(tensor.shape[1:]), rows)]
+    return columns
 
 
 def empty_schema() -> Any:
