@@ -46,3 +46,40 @@ class TestRecordFile(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestIdenticalWithoutNaN(unittest.TestCase):
+    """The shortcut of the trajectory checks: only records that are the same bytes and hold no NaN skip comparing."""
+
+    def identical(self, first: object, second: object) -> bool:
+        return recordfile.identical_without_nan(bytearray(recordfile.encode(first)),
+                                                bytearray(recordfile.encode(second)))
+
+    def test_the_same_values_without_nan_are_identical(self) -> None:
+        value = {"w": torch.randn(40, 40), "step": torch.tensor(3), "lr": [0.1, 2], "b": torch.randn(3).bfloat16()}
+        self.assertTrue(self.identical(value, value))
+        self.assertTrue(self.identical([torch.arange(5), "text"], [torch.arange(5), "text"]))
+
+    def test_a_nan_anywhere_sends_the_records_to_the_comparison(self) -> None:
+        for name, value in [("float32", torch.tensor([1.0, float("nan")])),
+                            ("bfloat16", torch.tensor([float("nan")], dtype=torch.bfloat16)),
+                            ("complex64", torch.tensor([complex(0, float("nan"))])),
+                            ("python float", {"lr": float("nan")}),
+                            ("large", torch.cat([torch.zeros(5000), torch.tensor([float("nan")])]))]:
+            with self.subTest(name):
+                self.assertFalse(self.identical(value, value))
+
+    def test_values_that_differ_in_any_bit_are_not_identical(self) -> None:
+        self.assertFalse(self.identical(torch.tensor([0.0]), torch.tensor([-0.0])))
+        self.assertFalse(self.identical(torch.zeros(5000), torch.cat([torch.zeros(4999), torch.ones(1)])))
+        self.assertFalse(self.identical([1, 2], [1, 3]))
+        self.assertFalse(self.identical(torch.zeros(2), torch.zeros(3)))
+
+    def test_a_dtype_it_does_not_know_is_compared(self) -> None:
+        value = torch.zeros(4, dtype=torch.float8_e4m3fn)
+        self.assertFalse(self.identical(value, value))
+
+    def test_bytes_that_look_like_a_nan_of_another_dtype_are_no_nan(self) -> None:
+        looks_like_a_bfloat16_nan = torch.tensor([0x3F807FC1], dtype=torch.int32).view(torch.float32)  # ~1.0039
+        value = {"a": looks_like_a_bfloat16_nan, "b": torch.zeros(2, dtype=torch.bfloat16)}
+        self.assertTrue(self.identical(value, value))

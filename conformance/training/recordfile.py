@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["decode", "encode", "encode_parts"]
+__all__ = ["decode", "encode", "encode_parts", "identical_without_nan", "same_bytes"]
 
 _HEADER_SIZE = struct.Struct("<Q")
 _ALIGNMENT = 64
@@ -66,17 +66,64 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     header = json.loads(bytes(buffer[_HEADER_SIZE.size : _HEADER_SIZE.size + header_size]))
     offset = _HEADER_SIZE.size + header_size
     tensors = []
-    for spec in header["tensors"]:
+    whole = torch.frombuffer(buffer, dtype=torch.uint8) if header["tensors"] else None  # sliced: cheaper than a
+    for spec in header["tensors"]:  # frombuffer per tensor
         dtype = _DTYPES.get(spec["dtype"])
         if dtype is None:
             raise ValueError(f"unknown tensor dtype {spec['dtype']!r} in a record header")
         size = spec["nbytes"]
-        flat = torch.frombuffer(buffer[offset : offset + size], dtype=torch.uint8) if size else torch.empty(0)
-        tensors.append(flat.view(dtype).reshape(spec["shape"]) if size else torch.empty(spec["shape"], dtype=dtype))
+        if offset + size > len(buffer):
+            raise ValueError("a record's tensors run past its end: the data is corrupt")
+        tensors.append(whole[offset:offset + size].view(dtype).reshape(spec["shape"]) if size
+                       else torch.empty(spec["shape"], dtype=dtype))
         offset += size + (-size % _ALIGNMENT)
     if offset != len(buffer):
         raise ValueError(f"{len(buffer) - offset} bytes beyond the last tensor of a record: the data is corrupt")
     return _decode(header["tree"], tensors)
+
+
+#: Dtypes without NaN, and the floating-point dtype to look for NaN in each dtype that has them.
+_WITHOUT_NAN = frozenset({"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"})
+_NAN_AS = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64,
+           "complex32": torch.float16, "complex64": torch.float32, "complex128": torch.float64}
+
+
+def identical_without_nan(first: bytes | bytearray | memoryview, second: bytes | bytearray | memoryview) -> bool:
+    """Whether two records are the same bytes and certainly hold no NaN: then they decode to equal values in which
+    any comparison finds no difference. False when in doubt (a dtype not listed here, bytes that may be a NaN)."""
+    first, second = memoryview(first), memoryview(second)
+    if first.nbytes != second.nbytes or not same_bytes(first, second):
+        return False
+    (header_size,) = _HEADER_SIZE.unpack_from(first)
+    header = bytes(first[_HEADER_SIZE.size:_HEADER_SIZE.size + header_size])
+    if b"NaN" in header:  # a float NaN in the tree (JSON writes it bare); a string holding it only costs a comparison
+        return False
+    specs = json.loads(header)["tensors"]
+    if any(spec["nbytes"] and spec["dtype"] not in _WITHOUT_NAN and spec["dtype"] not in _NAN_AS for spec in specs):
+        return False
+    payload = torch.frombuffer(first if not first.readonly else bytearray(first), dtype=torch.uint8)
+    payload = payload[_HEADER_SIZE.size + header_size:]
+    views = {_NAN_AS[spec["dtype"]] for spec in specs if spec["nbytes"] and spec["dtype"] in _NAN_AS}
+    # Tensors start 64-byte aligned, so each one's elements are elements of the whole payload viewed as its dtype: no
+    # NaN there, none in the tensors. Else (the bytes of other tensors may look like a NaN) tensor by tensor.
+    if not any(bool(payload.view(view).isnan().any()) for view in views):
+        return True
+    offset = 0
+    for spec in specs:
+        view = _NAN_AS.get(spec["dtype"])
+        if view is not None and bool(payload[offset:offset + spec["nbytes"]].view(view).isnan().any()):
+            return False
+        offset += spec["nbytes"] + -spec["nbytes"] % _ALIGNMENT
+    return True
+
+
+def same_bytes(first: Any, second: Any) -> bool:
+    """Bitwise equality of two buffers of one size: 8 bytes at a time through torch where both allow it (20 GB/s
+    here), else as bytes objects (comparing memoryviews ran at 0.5 GB/s)."""
+    first, second = memoryview(first), memoryview(second)
+    if first.readonly or second.readonly or first.nbytes < 4096 or first.nbytes % 8:
+        return first.tobytes() == second.tobytes()
+    return torch.equal(torch.frombuffer(first, dtype=torch.int64), torch.frombuffer(second, dtype=torch.int64))
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
