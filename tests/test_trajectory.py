@@ -17,6 +17,8 @@ class TestIdenticalRecords(unittest.TestCase):
         folder = tempfile.TemporaryDirectory()
         self.addCleanup(folder.cleanup)
         self.stores = {name: RecordStore(Path(folder.name) / name) for name in ("continuous", "interrupted", "resumed")}
+        for store in self.stores.values():
+            self.addCleanup(store.close)
 
     def record(self, key: int, values: dict[str, torch.Tensor]) -> None:
         """The same record in the continuous run and in the interrupted (key < 2) or the resumed run."""
