@@ -83,3 +83,30 @@ class TestIdenticalWithoutNaN(unittest.TestCase):
         looks_like_a_bfloat16_nan = torch.tensor([0x3F807FC1], dtype=torch.int32).view(torch.float32)  # ~1.0039
         value = {"a": looks_like_a_bfloat16_nan, "b": torch.zeros(2, dtype=torch.bfloat16)}
         self.assertTrue(self.identical(value, value))
+
+
+class TestEncodingReusingLayouts(unittest.TestCase):
+    """encode_parts_reusing writes exactly encode()'s bytes, first time and every time after, whatever the values."""
+
+    def states(self) -> list[object]:
+        model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.LayerNorm(200), torch.nn.Linear(200, 3))
+        optimizer = torch.optim.AdamW(model.parameters())
+        states = []
+        for _ in range(3):
+            model(torch.randn(4, 300)).sum().backward()
+            optimizer.step()
+            states.append([optimizer.state_dict()])  # large (>= 64 KiB) and small tensors, Python numbers
+        mixed = {"views": torch.arange(20.0).reshape(4, 5).t(), "empty": torch.empty(0, 3), "b": torch.ones(3).bool(),
+                 "c": torch.randn(2, dtype=torch.complex64), "h": torch.randn(5).bfloat16(), "n": None}
+        return [*states, mixed, {**mixed, "views": torch.arange(20.0, 40.0).reshape(4, 5).t()}]
+
+    def test_the_same_bytes_as_encode(self) -> None:
+        for index, value in enumerate(self.states() * 2):  # the second round finds every layout cached
+            with self.subTest(index=index):
+                self.assertEqual(b"".join(bytes(part) for part in recordfile.encode_parts_reusing(value)),
+                                 recordfile.encode(value))
+
+    def test_tensors_that_need_grad_are_copied_without_recording_it(self) -> None:
+        weight = torch.randn(3, 4, requires_grad=True)
+        self.assertEqual(b"".join(bytes(part) for part in recordfile.encode_parts_reusing({"w": weight})),
+                         recordfile.encode({"w": weight.detach()}))

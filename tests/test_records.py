@@ -55,10 +55,12 @@ class TestRecordStore(unittest.TestCase):
         with self.assertRaises(KeyError):
             self.store.read("s", (3,))
 
-    def test_one_file_per_stream(self) -> None:
+    def test_one_file_per_store(self) -> None:
         for step in range(5):
-            self.store.write("train_loss", (step, 0), torch.tensor(1.0))
-        self.assertEqual([path.name for path in Path(self.folder.name).iterdir()], ["train_loss.log"])
+            for stream in ("train_loss", "rng_state"):
+                self.store.write(stream, (step, 0), torch.tensor(1.0))
+        self.assertEqual([path.name for path in Path(self.folder.name).iterdir()], ["records.log"])
+        self.assertEqual(self.store.keys("rng_state"), [(step, 0) for step in range(5)])
 
     def test_bad_keys_are_refused(self) -> None:
         for key in [(), (-1,)]:
@@ -82,7 +84,7 @@ class TestSharedRecords(unittest.TestCase):
         self.addCleanup(self.store.close)
 
     def file_size(self) -> int:
-        return (self.root / "resumed" / "optimizer_state.log").stat().st_size
+        return (self.root / "resumed" / "records.log").stat().st_size
 
     def test_the_same_bytes_are_not_written_again_and_read_back_equal(self) -> None:
         self.store.write("optimizer_state", (2,), {key: value for key, value in self.state.items()})
@@ -123,7 +125,7 @@ class TestSharedRecords(unittest.TestCase):
         reference.write("train_loss", (1, 0), torch.tensor(2.0))
         reference.close()
         self.store.write("train_loss", (1, 0), torch.tensor(2.0))
-        self.assertIn(b'"shared": false', (self.root / "resumed" / "train_loss.log").read_bytes())
+        self.assertIn(b'"shared": false', (self.root / "resumed" / "records.log").read_bytes())
 
     def test_records_start_aligned_in_their_file(self) -> None:
         for step in range(1, 4):
