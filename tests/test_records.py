@@ -62,6 +62,22 @@ class TestRecordStore(unittest.TestCase):
         self.assertEqual([path.name for path in Path(self.folder.name).iterdir()], ["records.log"])
         self.assertEqual(self.store.keys("rng_state"), [(step, 0) for step in range(5)])
 
+    def test_a_frame_cut_short_by_a_kill_is_not_indexed(self) -> None:
+        self.store.write("s", (1,), torch.zeros(100))
+        self.store.write("s", (2,), torch.ones(100))
+        self.store.close()
+        log = Path(self.folder.name) / "records.log"
+        whole = log.read_bytes()
+        second = whole.rindex(b'{"stream"') - 4  # where the second frame starts
+        for cut in (second + 2, second + 30, len(whole) - 1):  # inside its length, its header, its record
+            with self.subTest(cut=cut):
+                log.write_bytes(whole[:cut])
+                reader = RecordStore(Path(self.folder.name))
+                self.assertEqual(reader.keys("s"), [(1,)])
+                self.assertTrue(torch.equal(reader.read("s", (1,)), torch.zeros(100)))
+        log.write_bytes(whole)  # the rest arrives: indexed on from where the last look stopped
+        self.assertEqual(reader.keys("s"), [(1,), (2,)])
+
     def test_bad_keys_are_refused(self) -> None:
         for key in [(), (-1,)]:
             with self.subTest(key=key), self.assertRaises(ValueError):
