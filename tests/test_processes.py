@@ -69,6 +69,12 @@ class TestRankJob(unittest.TestCase):
         self.assertEqual(job.exits()[0].as_log(RankLog).error, "ValueError: rank 0 went wrong")
         self.assertIn("stopped by the kit because rank 0 failed first", job.exits()[1].as_log(RankLog).error)
 
+    def test_a_rank_stopped_before_it_opened_its_output_has_none(self) -> None:
+        # A forked rank opens its output file after the fork: a peer's error can stop it before that (seen in CI as
+        # a FileNotFoundError out of the launcher). The job's folder is gone once it finished: no output file.
+        job, _ = run("ok", "ok")
+        self.assertEqual(job._output(1), "")
+
     def test_killing_a_rank_kills_its_own_children(self) -> None:
         with tempfile.TemporaryDirectory() as folder:
             pid_file = Path(folder) / "child.pid"

@@ -240,6 +240,10 @@ class RankJob:
         return json.loads(path.read_text()) if path.exists() else None
 
     def _output(self, rank: int) -> str:
+        """The tail of what rank ``rank`` printed; empty when it was stopped before it opened its output file (a
+        forked rank opens it after the fork, so a peer's error can end it before)."""
+        if not self._output_path(rank).exists():
+            return ""
         with open(self._output_path(rank), "rb") as output:
             output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_TAIL_CHARS))
             return output.read().decode(errors="replace")
