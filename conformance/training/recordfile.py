@@ -1,8 +1,9 @@
 """A pickle-free byte format for one record: a JSON skeleton followed by the raw bytes of its tensors.
 
 Layout: 8-byte little-endian header length, the UTF-8 JSON header ``{"tree": ..., "tensors": [...]}``, then each
-tensor's bytes in order, every part padded to a multiple of 64 bytes so tensors can alias the buffer. Decoding never executes code from the data and costs one ``json.loads`` plus one
-``torch.frombuffer`` per tensor, an order of magnitude less than ``torch.load(weights_only=True)`` on small records.
+tensor's bytes in order, every part padded to a multiple of 64 bytes so tensors can alias the buffer. Decoding
+never executes code from the data and costs one ``json.loads`` plus a view per tensor, an order of magnitude less
+than ``torch.load(weights_only=True)`` on small records.
 
 Values: tensors (dense, any dtype, any device: stored from the CPU), dicts (any hashable plain keys), lists,
 tuples, str, bytes, int, float, complex, bool and None. Anything else raises ``TypeError``.

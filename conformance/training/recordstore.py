@@ -95,11 +95,7 @@ class RecordStore:
 
     def read(self, stream: str, key: Key) -> Any:
         """Load record ``key`` of ``stream``, tensors on the CPU; nothing is unpickled."""
-        return recordfile.decode(self._record_bytes(stream, key))
-
-    def record_bytes(self, stream: str, key: Key) -> memoryview:
-        """The encoded bytes of record ``key`` of ``stream`` (see :func:`recordfile.decode`)."""
-        return self._record_bytes(stream, key)
+        return recordfile.decode(self.record_bytes(stream, key))
 
     def items(self, stream: str) -> Iterator[tuple[Key, Any]]:
         """(key, value) for every record of ``stream`` in key order, loaded one at a time."""
@@ -116,9 +112,9 @@ class RecordStore:
             self._file = AppendFile(Path(self._path))
         return self._file
 
-    def _record_bytes(self, stream: str, key: Key) -> memoryview:
-        """The bytes of record ``key``: read from this store's file (a large record mapped on its own) or, when
-        shared, from the reference store's."""
+    def record_bytes(self, stream: str, key: Key) -> memoryview:
+        """The encoded bytes of record ``key`` of ``stream`` (:func:`recordfile.decode` makes them its value): read
+        from this store's file (a large record mapped on its own) or, when shared, from the reference store's."""
         index = self._index(stream)
         if key not in index:
             raise KeyError(f"stream '{stream}' has no record {key}")
@@ -127,7 +123,7 @@ class RecordStore:
             reference = self._reference_store()
             if reference is None:
                 raise KeyError(f"record {key} of stream '{stream}' is shared with a reference store that is gone")
-            return reference._record_bytes(stream, key)
+            return reference.record_bytes(stream, key)
         with open(self._path, "rb") as log:
             if frame.size < _MAPPED_MIN_BYTES:
                 data = bytearray(frame.size)
@@ -154,7 +150,7 @@ class RecordStore:
         reference = self._reference
         if reference is None or key not in reference._index(stream):
             return False
-        held = reference._record_bytes(stream, key)
+        held = reference.record_bytes(stream, key)
         if held.nbytes != size:
             return False
         offset = 0

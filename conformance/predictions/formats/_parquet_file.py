@@ -165,7 +165,8 @@ class ShapeColumn(_Column):
     @classmethod
     def schema_elements(cls, name: str) -> list[list[Field]]:
         return [
-            [(3, "i32", _OPTIONAL), (4, "binary", name), (5, "i32", 1), (6, "i32", _LIST), (10, "struct", [(3, "struct", [])])],
+            [(3, "i32", _OPTIONAL), (4, "binary", name), (5, "i32", 1), (6, "i32", _LIST),
+             (10, "struct", [(3, "struct", [])])],  # logical type LIST
             [(3, "i32", _REPEATED), (4, "binary", "list"), (5, "i32", 1)],
             [(1, "i32", _INT32), (3, "i32", _OPTIONAL), (4, "binary", "element")],
         ]

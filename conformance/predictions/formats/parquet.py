@@ -71,7 +71,8 @@ def _shape_column(key: str) -> str:
 def batch_schema(kind: str, tensors: dict[str, torch.Tensor], dataloader_idx: int, dims: CollationDims) -> Any:
     """The Arrow schema of a shard holding batches like this one (its keys, dtypes and collation dims); batches
     alike get the same schema object."""
-    keys = tuple((key, str(tensor.dtype).removeprefix("torch."), dims.batch_dim(key)) for key, tensor in tensors.items())
+    keys = tuple((key, str(tensor.dtype).removeprefix("torch."), dims.batch_dim(key))
+                 for key, tensor in tensors.items())
     return _schema(kind, keys, dataloader_idx, json.dumps(dict(dims.seq_dim_key_defaults), sort_keys=True))
 
 
