@@ -32,7 +32,8 @@ def child(steps: int, record: bool) -> None:
     import lightning.pytorch as pl
 
     from conformance import StopAndGoConformance
-    from conformance.runs.fit import FitPlan, fit_run
+    from conformance.runs.backend import FitPlan
+    from conformance.runs.lightning.fit import fit_run
     from reference_models.data import SyntheticDataModule
     from reference_models.gpt import TinyGPT
     from reference_models.recipes import GPTRecipe

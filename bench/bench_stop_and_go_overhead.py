@@ -34,8 +34,9 @@ import torch
 
 from conformance import StopAndGoConformance, _append
 from conformance.report import run_classes
-from conformance.runs.fit import FitPlan, run_fits
-from conformance.runs.nemo import saved_checkpoint
+from conformance.runs.backend import FitPlan
+from conformance.runs.lightning.fit import run_fits
+from conformance.training.checkpoints import saved_checkpoint
 from reference_models.certify import TestTinyBERTStopAndGo, TestTinyGPTDDPStopAndGo, TestTinyGPTStopAndGo
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT

@@ -9,11 +9,13 @@ from conformance.predictions.manifest import write_rank_manifest
 from conformance.predictions.parquet_writer import ParquetPredictionWriter
 from conformance.predictions.reader import PredictionSet, read_predictions
 from conformance.predictions.writer import PredictionWriter
+from conformance.runs.lightning.rng_callback import RNGStateCallback
+from conformance.runs.loop.state import LoopRNGState, TrainingState
 from conformance.suites.datamodule import DataModuleResumeConformance
 from conformance.suites.prediction import PredictionWriterConformance
 from conformance.suites.stop_and_go import StopAndGoConformance
 from conformance.training.data import ConsumedSamplesBatchSampler, ResumableDataModule
-from conformance.training.rng import RNGStateCallback, capture_rng_state, restore_rng_state
+from conformance.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
     "ComparisonError",
@@ -23,6 +25,7 @@ __all__ = [
     "DataModuleResumeConformance",
     "Difference",
     "ElasticResumeRefused",
+    "LoopRNGState",
     "ParquetPredictionWriter",
     "PredictionReadError",
     "PredictionSet",
@@ -32,6 +35,7 @@ __all__ = [
     "ResumableDataModule",
     "StopAndGoConformance",
     "Tolerance",
+    "TrainingState",
     "assert_close",
     "capture_rng_state",
     "read_predictions",

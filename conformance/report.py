@@ -15,15 +15,17 @@ from typing import Any, TextIO
 from xml.etree import ElementTree
 
 from conformance.compare import LeafStat
+from conformance.suites._assertions import NOT_APPLICABLE as NOT_APPLICABLE_REASON
 from conformance.suites._expected_failures import UnexpectedSuccess
 
 __all__ = ["CheckOutcome", "Report", "run_classes"]
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 EXPECTED_FAILURE, UNEXPECTED_SUCCESS, SKIPPED = "expected failure", "unexpected success", "skipped"
+NOT_APPLICABLE = "not applicable"
 _BAD = frozenset({FAILED, ERROR, UNEXPECTED_SUCCESS})
 _MARKS = {PASSED: "ok", FAILED: "FAIL", ERROR: "ERROR", EXPECTED_FAILURE: "xfail",
-          UNEXPECTED_SUCCESS: "XPASS", SKIPPED: "skip"}
+          UNEXPECTED_SUCCESS: "XPASS", SKIPPED: "skip", NOT_APPLICABLE: "n/a"}
 
 
 @dataclass
@@ -43,6 +45,8 @@ class CheckOutcome:
     is_root: bool = False
     #: What the class's runs are when not what they say (e.g. "NeMo strategy on CPU emulation"), else "".
     environment: str = ""
+    #: The backend that ran the class's recipe ("Lightning", "PyTorch loop", ...), else "".
+    backend: str = ""
 
     def describe_worst(self) -> str:
         """The largest difference seen against its tolerance, in one phrase."""
@@ -82,7 +86,8 @@ class Report:
         lines = []
         for suite in dict.fromkeys(outcome.suite for outcome in self.outcomes):
             environment = next((o.environment for o in self.outcomes if o.suite == suite and o.environment), "")
-            lines.append(f"{suite} [{environment}]" if environment else suite)
+            backend = next((o.backend for o in self.outcomes if o.suite == suite and o.backend), "")
+            lines.append(suite + (f" ({backend})" if backend else "") + (f" [{environment}]" if environment else ""))
             causes = [o for o in self.outcomes if o.suite == suite and o.status in _BAD and o.cause]
             if causes:
                 root = next((o for o in causes if o.is_root), causes[0])
@@ -93,7 +98,7 @@ class Report:
                 detail = outcome.describe_worst()
                 if outcome.status == EXPECTED_FAILURE:
                     detail = f"expected: {outcome.reason}"
-                elif outcome.status == SKIPPED:
+                elif outcome.status in (SKIPPED, NOT_APPLICABLE):
                     detail = outcome.message
                 elif outcome.status in _BAD:
                     detail = outcome.message.splitlines()[0] if outcome.message else detail
@@ -124,12 +129,15 @@ class Report:
                 root, "testsuite", name=suite, tests=str(len(mine)),
                 failures=str(sum(o.status in (FAILED, UNEXPECTED_SUCCESS) for o in mine)),
                 errors=str(sum(o.status == ERROR for o in mine)),
-                skipped=str(sum(o.status in (EXPECTED_FAILURE, SKIPPED) for o in mine)),
+                skipped=str(sum(o.status in (EXPECTED_FAILURE, SKIPPED, NOT_APPLICABLE) for o in mine)),
             )
-            environment = next((o.environment for o in mine if o.environment), "")
-            if environment:
+            labels = {"backend": next((o.backend for o in mine if o.backend), ""),
+                      "environment": next((o.environment for o in mine if o.environment), "")}
+            if any(labels.values()):
                 properties = ElementTree.SubElement(element, "properties")
-                ElementTree.SubElement(properties, "property", name="environment", value=environment)
+                for name, value in labels.items():
+                    if value:
+                        ElementTree.SubElement(properties, "property", name=name, value=value)
             for outcome in mine:
                 case = ElementTree.SubElement(element, "testcase", classname=suite, name=outcome.check,
                                               time=f"{outcome.seconds:.3f}")
@@ -147,6 +155,8 @@ def _junit_status(case: ElementTree.Element, outcome: CheckOutcome) -> None:
         ElementTree.SubElement(case, "skipped", type="expected failure", message=outcome.reason or "")
     elif outcome.status == SKIPPED:
         ElementTree.SubElement(case, "skipped", message=outcome.message)
+    elif outcome.status == NOT_APPLICABLE:
+        ElementTree.SubElement(case, "skipped", type="not applicable", message=outcome.message)
     if outcome.status in (PASSED, EXPECTED_FAILURE):
         ElementTree.SubElement(case, "system-out").text = outcome.describe_worst()
 
@@ -172,7 +182,7 @@ class _CollectingResult(unittest.TestResult):
         outcome = CheckOutcome(suite, check, status, message, time.perf_counter() - self._started,
                                detail.worst if detail else None, detail.summary if detail else "", reason,
                                detail.cause if detail else "", detail.is_root if detail else False,
-                               getattr(cls, "run_environment", None) or "")
+                               getattr(cls, "run_environment", None) or "", getattr(cls, "run_backend", None) or "")
         self.outcomes.append(outcome)
         if self.echo is not None:
             shown = outcome.message.splitlines()[0] if status in _BAD and outcome.message else ""
@@ -196,7 +206,10 @@ class _CollectingResult(unittest.TestResult):
 
     def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)
-        self._add(test, SKIPPED, reason)
+        if reason.startswith(NOT_APPLICABLE_REASON):
+            self._add(test, NOT_APPLICABLE, reason.removeprefix(NOT_APPLICABLE_REASON))
+        else:
+            self._add(test, SKIPPED, reason)
 
 
 def _names(test: Any) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from megatron.core import parallel_state, tensor_parallel
 
-from conformance.training.megatron_rng import cpu_model_parallel_seed
+from conformance.runs.megatron.cpu_tracker import cpu_model_parallel_seed
 
 
 class TensorParallelStrategy(DDPStrategy):

@@ -71,6 +71,29 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+#: Frameworks only backends (conformance.runs.<backend>) may import.
+FRAMEWORKS = frozenset({"lightning", "pytorch_lightning", "nemo", "megatron"})
+
+#: Layers from the bottom; a module may import its own layer or a lower one.
+_LAYERS = ("conformance.training", "conformance.predictions", "conformance.runs", "conformance.suites")
+
+
+def _layer(module: str) -> int | None:
+    return next((index for index, prefix in enumerate(_LAYERS) if module == prefix or module.startswith(prefix + ".")),
+                None)
+
+
+def _external_imports(tree: ast.Module) -> set[str]:
+    """Every absolute module name a module imports anywhere."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
+
+
 class TestArchitecture(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -83,7 +106,7 @@ class TestArchitecture(unittest.TestCase):
         builders = sorted(module for module, tree in self.sources.items() if module.startswith("conformance")
                           for node in ast.walk(tree) if isinstance(node, ast.Call)
                           and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Trainer")
-        self.assertEqual(builders, ["conformance.runs.trainer"])
+        self.assertEqual(builders, ["conformance.runs.lightning.trainer"])
 
     def test_formats_are_chosen_by_the_registry_only(self) -> None:
         suffixes = {".pt", ".safetensors", ".parquet"}
@@ -91,6 +114,30 @@ class TestArchitecture(unittest.TestCase):
                           if module.startswith("conformance") and not module.startswith("conformance.predictions.formats")
                           for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in suffixes})
         self.assertEqual(spelled, [], "these modules pick a file format by its suffix instead of the registry")
+
+    def test_suites_and_training_import_no_framework(self) -> None:
+        """Checks and evidence are framework-neutral: Lightning, NeMo and Megatron are the backends' business."""
+        found = sorted(f"{module} imports {name}" for module, tree in self.sources.items()
+                       if module.startswith(("conformance.suites", "conformance.training"))
+                       for name in _external_imports(tree) if name.split(".")[0] in FRAMEWORKS)
+        self.assertEqual(found, [])
+
+    def test_imports_run_down_the_layers(self) -> None:
+        """suites -> runs (the backend protocol) -> training -> nothing above; stop-and-go sees backends only
+        through the protocol."""
+        graph = import_graph()
+        upward = sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                        if _layer(target) is not None and _layer(module) is not None
+                        and _layer(target) > _layer(module))
+        self.assertEqual(upward, [], "a lower layer imports a higher one")
+        backends = sorted(target for target in graph["conformance.suites.stop_and_go"]
+                          if target.startswith("conformance.runs.") and target.count(".") > 2)
+        self.assertEqual(backends, [], "StopAndGoConformance must reach backends through runs.backend only")
+
+    def test_the_layer_checks_find_violations(self) -> None:
+        tree = ast.parse("import lightning.pytorch as pl\nfrom nemo import lightning\ndef f():\n    import os\n")
+        self.assertEqual(sorted(_external_imports(tree)), ["lightning.pytorch", "nemo", "os"])
+        self.assertGreater(_layer("conformance.suites.stop_and_go"), _layer("conformance.runs.backend"))
 
     def test_the_cycle_finder_finds_cycles(self) -> None:
         self.assertEqual(_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}), ["a", "b", "c", "a"])

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import torch
 
-from conformance.runs.nemo import saved_checkpoint
-from conformance.suites._checkpoint_contents import checkpoint_problems
-from conformance.training.checkpoints import SavedCheckpoint, load_checkpoint
+from conformance.runs.lightning.checkpoint_contents import checkpoint_problems
+from conformance.training.checkpoints import SavedCheckpoint, load_checkpoint, saved_checkpoint
 from conformance.training.recordstore import RecordStore
 
 _STOP = 3

@@ -26,7 +26,7 @@ from conformance.predictions.formats import (
     tensor_entry,
     tensor_file_format,
 )
-from conformance.runs.predict import PredictLog
+from conformance.runs.lightning.predict import PredictLog
 from conformance.suites._prediction_files import layout_problems, unsafe_file_problems
 from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import QuietLightning, in_id_order, predict, probe_model

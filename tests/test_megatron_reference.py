@@ -10,7 +10,8 @@ import unittest
 
 import torch
 
-from conformance.runs.fit import FitPlan, run_fits
+from conformance.runs.backend import FitPlan
+from conformance.runs.lightning.fit import run_fits
 from reference_models.certify_megatron import (  # noqa: F401 - collected as tests
     TestMegatronBERTStopAndGo,
     TestMegatronBERTTensorParallelStopAndGo,

@@ -17,10 +17,10 @@ class TestCPUModelParallelTracker(unittest.TestCase):
     def setUp(self) -> None:
         from megatron.core.tensor_parallel import random as megatron_random
 
-        from conformance.training import megatron_rng
+        from conformance.runs.megatron import cpu_tracker
 
         self.megatron_random = megatron_random
-        self.megatron_rng = megatron_rng
+        self.cpu_tracker = cpu_tracker
         saved = (megatron_random._CUDA_RNG_STATE_TRACKER, megatron_random._CUDA_RNG_STATE_TRACKER_INITIALIZED)
         self.addCleanup(self._restore_tracker, saved)
 
@@ -32,10 +32,10 @@ class TestCPUModelParallelTracker(unittest.TestCase):
             return torch.nn.functional.dropout(torch.ones(64), p=0.5)
 
     def test_it_becomes_megatrons_tracker_with_a_stream_per_tensor_parallel_rank(self) -> None:
-        self.megatron_rng.cpu_model_parallel_seed(7, tp_rank=0)
+        self.cpu_tracker.cpu_model_parallel_seed(7, tp_rank=0)
         first = self.megatron_random.get_cuda_rng_tracker().get_states()
         mask_rank0 = self.dropout_mask()
-        self.megatron_rng.cpu_model_parallel_seed(7, tp_rank=1)
+        self.cpu_tracker.cpu_model_parallel_seed(7, tp_rank=1)
         second = self.megatron_random.get_cuda_rng_tracker().get_states()
         name = self.megatron_random._MODEL_PARALLEL_RNG_TRACKER_NAME
         data = self.megatron_random._DATA_PARALLEL_RNG_TRACKER_NAME
@@ -44,14 +44,14 @@ class TestCPUModelParallelTracker(unittest.TestCase):
         self.assertFalse(torch.equal(mask_rank0, self.dropout_mask()))
 
     def test_fork_leaves_the_default_stream_where_it_was(self) -> None:
-        self.megatron_rng.cpu_model_parallel_seed(3, tp_rank=0)
+        self.cpu_tracker.cpu_model_parallel_seed(3, tp_rank=0)
         before = torch.get_rng_state()
         first, second = self.dropout_mask(), self.dropout_mask()
         self.assertTrue(torch.equal(torch.get_rng_state(), before))
         self.assertFalse(torch.equal(first, second), "the forked stream moves on")
 
     def test_snapshots_carry_the_tracker_and_restoring_replays_the_same_masks(self) -> None:
-        self.megatron_rng.cpu_model_parallel_seed(5, tp_rank=1)
+        self.cpu_tracker.cpu_model_parallel_seed(5, tp_rank=1)
         snapshot = capture_rng_state()
         self.assertIn("model_parallel", snapshot)
         expected = self.dropout_mask()

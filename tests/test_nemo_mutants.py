@@ -12,7 +12,7 @@ require_nemo()
 from parameterized import parameterized
 
 from conformance.report import run_classes
-from conformance.runs.nemo_cpu_emulation import LABEL
+from conformance.runs.nemo.cpu_emulation import LABEL
 from reference_models.mutants import Mutant
 from reference_models.mutants.nemo import NEMO_MUTANTS
 from tests.mutant_support import mutant_test_name

@@ -16,10 +16,10 @@ from nemo import lightning as nl
 
 from conformance import StopAndGoConformance
 from conformance.errors import ConformanceSetupError
-from conformance.runs.nemo_cpu_emulation import LABEL, cuda_on_cpu
-from conformance.runs.probe import strategy_problems
+from conformance.runs.lightning.probe import strategy_problems
+from conformance.runs.lightning.trainer import environment_label
+from conformance.runs.nemo.cpu_emulation import LABEL, cuda_on_cpu
 from conformance.runs.processes import RANK_PROCESS_ENV
-from conformance.runs.trainer import environment_label
 from reference_models.certify_nemo import (  # noqa: F401 - collected as tests
     TestNeMoGPTStopAndGo,
     TestNeMoGPTTensorParallelStopAndGo,

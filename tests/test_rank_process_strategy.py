@@ -9,7 +9,7 @@ from datetime import timedelta
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from conformance import ConformanceSetupError
-from conformance.runs.trainer import rank_process_strategy
+from conformance.runs.lightning.trainer import rank_process_strategy
 
 
 class TunedDDP(DDPStrategy):

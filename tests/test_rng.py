@@ -9,7 +9,8 @@ import unittest
 import numpy as np
 import torch
 
-from conformance.training.rng import RNGStateCallback, capture_rng_state, restore_rng_state
+from conformance.runs.lightning.rng_callback import RNGStateCallback
+from conformance.training.rng import capture_rng_state, restore_rng_state
 
 
 def draw() -> tuple:

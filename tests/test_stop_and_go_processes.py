@@ -8,7 +8,8 @@ import time
 import unittest
 
 from conformance.report import run_classes
-from conformance.runs.fit import FitPlan, run_fits
+from conformance.runs.backend import FitPlan
+from conformance.runs.lightning.fit import run_fits
 from reference_models import certify
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
 from tests import distributed_recipes

@@ -12,7 +12,7 @@ import torch
 
 from conformance import StopAndGoConformance
 from conformance.report import run_classes
-from conformance.runs.fit import RunOutcome
+from conformance.runs.backend import RunOutcome
 from conformance.training.recordstore import RecordStore
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT

@@ -19,7 +19,7 @@ from conformance import PredictionReadError, PredictionWriter, read_predictions
 from conformance.predictions.atomic import TEMP_PREFIX
 from conformance.predictions.collate import TENSOR_KEY, CollationDims, collate
 from conformance.predictions.formats import METADATA_KEY, tensor_file_format
-from conformance.runs.predict import PredictLog
+from conformance.runs.lightning.predict import PredictLog
 from conformance.suites._prediction_files import layout_problems
 from reference_models.prediction_data import PredictionDataModule
 from tests.predict_support import (

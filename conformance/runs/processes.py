@@ -35,7 +35,7 @@ from typing import Any, NoReturn, TypeVar
 from conformance.errors import ConformanceSetupError
 from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
 
-__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog",
+__all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "SimulatedPreemption",
            "exit_by_signal_as_planned", "failure_text", "finish_jobs", "importable_name", "process_group_timeout",
            "recipe_rank_main", "run_recipe_ranks"]
 
@@ -80,6 +80,10 @@ def failure_text(exc: BaseException) -> str:
 def process_group_timeout() -> float:
     """Seconds a collective may wait in a kit-launched rank (the launcher sets it; 60 s elsewhere)."""
     return float(os.environ.get(PROCESS_GROUP_TIMEOUT_ENV, _DEFAULT_PROCESS_GROUP_TIMEOUT))
+
+
+class SimulatedPreemption(RuntimeError):
+    """Raised by the kit right after the interrupted run's checkpoint, as a preempted job would die."""
 
 
 def exit_by_signal_as_planned(signum: int = signal.SIGKILL) -> NoReturn:

@@ -19,8 +19,12 @@ from typing import ClassVar, NoReturn, Protocol
 from conformance._text import indent
 from conformance.compare import LeafStat
 
-__all__ = ["ERROR_TAIL_LINES", "MAX_PROBLEMS", "CheckAssertions", "CheckDetail", "RankResult", "error_tail", "rank_errors",
+__all__ = ["ERROR_TAIL_LINES", "MAX_PROBLEMS", "NOT_APPLICABLE", "CheckAssertions", "CheckDetail", "RankResult", "error_tail", "rank_errors",
            "run_failures"]
+
+#: How a check's skip reason starts when its fact does not exist for the recipe's backend: reports show it as
+#: "not applicable", never as a pass.
+NOT_APPLICABLE = "not applicable: "
 
 #: A failure lists at most this many problems, then says how many more there are.
 MAX_PROBLEMS = 20
@@ -84,6 +88,8 @@ class CheckAssertions:
     #: What the class's runs are, when not what they say (e.g. "NeMo strategy on CPU emulation"); set at class
     #: set-up, named in every failure message and report.
     run_environment: ClassVar[str | None] = None
+    #: Which backend ran the class's recipe ("Lightning", "PyTorch loop", ...), set at class set-up, for reports.
+    run_backend: ClassVar[str | None] = None
     _testMethodName: str  # set by unittest.TestCase
 
     @property

@@ -15,21 +15,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning.pytorch as pl
-
+from conformance._setup_checks import mixin_order_problem, resumable_datamodule_problems
 from conformance.compare import Tolerance
 from conformance.errors import ConformanceSetupError
-from conformance.runs.trainer import environment_label
+from conformance.runs.backend import Backend
+from conformance.runs.backends import backend_for
 from conformance.suites._assertions import CheckAssertions
 from conformance.suites._expected_failures import mark_expected_failures
-from conformance.suites._setup_checks import (
-    accelerator_problems,
-    built_object_problems,
-    callback_list_problems,
-    mixin_order_problem,
-    resumable_datamodule_problems,
-)
-from conformance.training.records import datamodule_consumed_samples
+from conformance.training.data import datamodule_consumed_samples
 
 __all__ = ["ConformanceSuite"]
 
@@ -67,12 +60,12 @@ class ConformanceSuite(CheckAssertions):
         return {}
 
     @classmethod
-    def make_callbacks(cls) -> list[pl.Callback]:
+    def make_callbacks(cls) -> list[Any]:
         """Fresh callbacks of the recipe for one run (e.g. its RNG-state callback)."""
         return []
 
     @classmethod
-    def consumed_samples(cls, trainer: pl.Trainer) -> int | None:
+    def consumed_samples(cls, trainer: Any) -> int | None:
         """The data module's consumed-samples count; default: ``datamodule.state_dict()['consumed_samples']``."""
         return datamodule_consumed_samples(trainer)
 
@@ -96,7 +89,8 @@ class ConformanceSuite(CheckAssertions):
         cls.validate_settings()
         cls.validate_recipe()
         cls.check_details = {}
-        cls.run_environment = environment_label(cls.trainer_kwargs())
+        cls.run_environment = cls.backend().environment_label(cls)
+        cls.run_backend = cls.backend().label(cls)
         cls._work_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{cls.__name__}-"))
         try:
             cls.prepare()
@@ -113,6 +107,16 @@ class ConformanceSuite(CheckAssertions):
     def prepare(cls) -> None:
         """Suite-specific work done once per class (training runs, ...), after validation."""
 
+    @classmethod
+    def backend(cls) -> Backend:
+        """The backend that runs this class's recipe, chosen from the hooks it defines."""
+        return backend_for(cls)
+
+    @classmethod
+    def hooks_required(cls) -> tuple[str, ...]:
+        """The classmethod hooks this class must define (the suite's ``required_hooks``)."""
+        return cls.required_hooks
+
     # --- validation ----------------------------------------------------------------------------------------
     @classmethod
     def check_names(cls) -> tuple[str, ...]:
@@ -123,7 +127,7 @@ class ConformanceSuite(CheckAssertions):
     def validate_settings(cls) -> None:
         """Raise :class:`ConformanceSetupError` naming the class, the attribute and the fix for every problem."""
         problems = cls._hook_problems() + cls._expected_failure_problems() + cls._tolerance_problems()
-        problems += cls._trainer_kwargs_problems() + cls.settings_problems()
+        problems += cls.backend().settings_problems(cls) + cls.settings_problems()
         _raise_if_any(problems, f"{cls.__qualname__} is not set up correctly")
 
     @classmethod
@@ -144,41 +148,18 @@ class ConformanceSuite(CheckAssertions):
     @classmethod
     def recipe_problems(cls) -> list[str]:
         """Problems with what the hooks return, found by calling them (suites add theirs)."""
-        kwargs = cls.trainer_kwargs()
-        problems = accelerator_problems(dict(kwargs)) if isinstance(kwargs, Mapping) else []
-        if "make_model" in cls.required_hooks:
-            problems += built_object_problems("make_model()", cls.make_model, pl.LightningModule, (
-                "put the model in a lightning.pytorch.LightningModule with training_step and configure_optimizers"))[0]
-        if "make_datamodule" in cls.required_hooks:
-            found, datamodule = built_object_problems("make_datamodule()", cls.make_datamodule, pl.LightningDataModule, (
-                "return a lightning.pytorch.LightningDataModule that builds the loaders (its state_dict is what a "
-                "checkpoint keeps of the data position)"))
-            problems += found or cls.datamodule_problems(datamodule)
-        return problems + callback_list_problems(cls.make_callbacks)
+        return cls.backend().recipe_problems(cls)
 
     @classmethod
     def _hook_problems(cls) -> list[str]:
         problems = []
-        for name in cls.required_hooks:
+        for name in cls.hooks_required():
             hook = inspect.getattr_static(cls, name, None)
             if hook is None:
                 problems.append(f"hook '{name}' is missing: define it as a @classmethod returning a fresh object")
             elif not isinstance(hook, (classmethod, staticmethod)):
                 problems.append(f"hook '{name}' must be a @classmethod (runs are built once per class)")
         return problems
-
-    @classmethod
-    def _trainer_kwargs_problems(cls) -> list[str]:
-        kwargs = cls.trainer_kwargs()
-        if not isinstance(kwargs, Mapping):
-            return [(f"trainer_kwargs() returned a {type(kwargs).__qualname__}: return a dict of lightning.Trainer "
-                    "arguments")]
-        owned = sorted(cls.owned_trainer_kwargs & set(kwargs))
-        if owned:
-            return [(f"trainer_kwargs() sets {owned}, which the kit controls in this suite's runs (run length, "
-                     "devices, callbacks and logging folder come from the suite's settings and make_callbacks()); "
-                     "remove them")]
-        return []
 
     @classmethod
     def _unknown_check(cls, setting: str, name: str) -> str:

@@ -15,7 +15,7 @@ from conformance.predictions.atomic import is_temporary
 from conformance.predictions.file_names import PredictionFile, parse_file_name, subdir_name
 from conformance.predictions.formats import format_of, load_part
 from conformance.predictions.reader import find_prediction_files
-from conformance.runs.predict import PredictLog
+from conformance.runs.lightning.predict import PredictLog
 
 __all__ = ["layout_problems", "subdir_problems", "unreadable_files", "unsafe_file_problems"]
 

@@ -23,7 +23,7 @@ AFTER = "after the resume"
 
 
 def describe_key(key: Key) -> str:
-    """A record key (see :mod:`conformance.training.records`) in words, counting optimizer steps from 1."""
+    """A record key (see :mod:`conformance.runs.lightning.recorder`) in words, counting optimizer steps from 1."""
     if len(key) == 1:
         return f"optimizer step {key[0]}"
     if len(key) == 2:

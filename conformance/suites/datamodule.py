@@ -1,7 +1,7 @@
 """DataModuleResumeConformance: a data module restored from a checkpoint continues at exactly the next sample.
 
 The data module is driven by real Lightning fits of a probe model that records only sample ids
-(:mod:`conformance.runs.probe`). The reference is an uninterrupted run of ``num_epochs`` epochs; every
+(:mod:`conformance.runs.lightning.probe`). The reference is an uninterrupted run of ``num_epochs`` epochs; every
 other run is compared with it step by step (the samples of one optimizer step, over all micro-batches and ranks).
 Runs that crash after a step save their checkpoint where ``ModelCheckpoint`` would.
 """
@@ -13,17 +13,16 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from conformance._setup_checks import batch_size_problems
 from conformance._text import listing
 from conformance.errors import ElasticResumeRefused
-from conformance.runs.nemo import saved_checkpoint
-from conformance.runs.probe import OWNED_TRAINER_KWARGS, ProbePlan, run_probe, strategy_problems
-from conformance.runs.sample_probe import ProbeLog
+from conformance.runs.lightning.probe import OWNED_TRAINER_KWARGS, ProbePlan, run_probe, strategy_problems
+from conformance.runs.lightning.sample_probe import ProbeLog
 from conformance.sample_ids import default_sample_ids
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._capabilities import DataModuleCapabilities
-from conformance.suites._setup_checks import batch_size_problems
-from conformance.training.checkpoints import load_checkpoint
+from conformance.training.checkpoints import load_checkpoint, saved_checkpoint
 
 __all__ = ["DataModuleResumeConformance"]
 

@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import torch
 
 from conformance._text import listing
@@ -28,8 +27,9 @@ from conformance.predictions import reader
 from conformance.predictions.collate import collate, flatten_prediction, take_rows
 from conformance.predictions.reader import NoPredictionsFound, PredictionSet
 from conformance.predictions.writer import PredictionWriter
-from conformance.runs.predict import OWNED_TRAINER_KWARGS, PredictLog, PredictPlan, load_memory, run_predict
-from conformance.runs.trainer import environment_label
+from conformance.runs.lightning.predict import OWNED_TRAINER_KWARGS, PredictLog, PredictPlan, load_memory, run_predict
+from conformance.runs.lightning.setup_checks import writer_problems
+from conformance.runs.lightning.trainer import environment_label
 from conformance.sample_ids import default_sample_ids, ids_as_list
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._capabilities import WriterCapabilities
@@ -39,7 +39,6 @@ from conformance.suites._prediction_files import (
     unreadable_files,
     unsafe_file_problems,
 )
-from conformance.suites._setup_checks import built_object_problems
 
 __all__ = ["PredictionWriterConformance"]
 
@@ -103,10 +102,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
     def recipe_problems(cls) -> list[str]:
         """The writer must be a Lightning callback, built afresh on every call."""
         with tempfile.TemporaryDirectory() as folder:
-            return super().recipe_problems() + built_object_problems(
-                "make_writer(output_dir)", lambda: cls.make_writer(Path(folder)), pl.Callback,
-                "return a Lightning callback (a lightning.pytorch.callbacks.BasePredictionWriter) writing into "
-                "output_dir")[0]
+            return super().recipe_problems() + writer_problems(lambda: cls.make_writer(Path(folder)))
 
     @classmethod
     def settings_problems(cls) -> list[str]:

@@ -22,55 +22,19 @@ import torch
 from conformance._text import indent
 from conformance.compare import ComparisonResult, compare
 from conformance.errors import ConformanceSetupError
-from conformance.runs.fit import OWNED_TRAINER_KWARGS, FitPlan, RunOutcome, run_fits
-from conformance.runs.nemo import is_nemo_strategy, saved_checkpoint
-from conformance.runs.nemo import recipe_problems as nemo_recipe_problems
+from conformance.runs.backend import CheckpointUnreadable, FitPlan, RunOutcome
 from conformance.runs.processes import importable_name
-from conformance.runs.trainer import world_size_of
 from conformance.sample_ids import SampleIdError, default_sample_ids
-from conformance.suites._assertions import run_failures
+from conformance.suites._assertions import NOT_APPLICABLE, run_failures
 from conformance.suites._base import ConformanceSuite
-from conformance.suites._checkpoint_contents import checkpoint_problems
-from conformance.suites._diagnosis import CAUSAL_ORDER, Divergence, root_cause
+from conformance.suites._diagnosis import Divergence, root_cause
 from conformance.suites._elastic import elastic_problems, global_steps
-from conformance.suites._setup_checks import distributed_sampler_problems
 from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
-from conformance.training.checkpoints import load_checkpoint
 from conformance.training.recordstore import Key, RecordStore
+from conformance.training.streams import CAUSAL_ORDER
+from conformance.training.streams import stream as declared_stream
 
 __all__ = ["StopAndGoConformance"]
-
-_HINTS = {
-    "learning_rate": "no optimizer step used a learning rate: configure_optimizers() returned no optimizer",
-    "consumed_samples": "the data module reports no consumed samples: keep 'consumed_samples' in its state_dict() "
-                        "(conformance.ResumableDataModule does), override the consumed_samples(trainer) hook, "
-                        "or list the check in expected_failures with the reason",
-    "optimizer_state": "the optimizer keeps no state to compare (plain SGD has none); list the check in "
-                       "expected_failures if that is intended",
-    "lr_scheduler_state": "the recipe configures no LR scheduler; list the check in expected_failures if that is "
-                          "intended",
-    "train_outputs": "the LightningModule's forward was never called during training_step; call the model as "
-                     "self(...) so the kit can observe its outputs",
-    "train_inputs": "training_step received no batch",
-    "train_loss": "training_step returned no loss",
-    "valid_inputs": "no validation ran after the resume point in the uninterrupted run; give the recipe a "
-                    "val_dataloader (the suite validates every validate_every_n_steps steps unless trainer_kwargs() "
-                    "sets its own val_check_interval or check_val_every_n_epoch)",
-    "valid_outputs": "the LightningModule's forward was never called during validation_step, or no validation ran "
-                     "after the resume point",
-    "valid_loss": "validation_step returned no loss (return it, besides logging it), or no validation ran after "
-                  "the resume point",
-    "final_weights": "the model has no weights",
-}
-
-#: Streams recorded per micro-batch (keyed by the global step before it), not after optimizer steps.
-_PER_MICRO_BATCH = frozenset({"rng_state", "train_inputs", "train_outputs", "train_loss"})
-
-#: The part of a record that must hold something for a comparison of the stream to mean anything (default: all).
-_CONTENT: dict[str, Callable[[Any], Any]] = {
-    "optimizer_state": lambda optimizers: [optimizer.get("state") for optimizer in optimizers],
-}
-
 
 def has_content(value: Any) -> bool:
     """Whether a record holds anything to compare: a non-empty tensor or a plain value somewhere inside it."""
@@ -98,6 +62,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     #: Run every run in fresh processes, so the resumed run starts with nothing in memory from the interrupted one
     #: (module-level state, caches), as after a real preemption. Runs on several devices always do.
     resume_in_fresh_process: ClassVar[bool] = True
+    #: Rank processes per run of a loop the kit drives (``make_training_state``); a Lightning recipe's come from
+    #: ``trainer_kwargs()``'s devices. With several, the kit joins them in a torch.distributed process group.
+    num_ranks: ClassVar[int] = 1
     #: Seconds a multi-process run may take before the kit kills its ranks and fails it.
     process_deadline_s: ClassVar[float] = 600.0
     #: World sizes the interrupted run's checkpoint also resumes on (the global batch fixed), each checked by
@@ -109,7 +76,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     #: (then the recipe's own schedule holds). None: never impose one.
     validate_every_n_steps: ClassVar[int | None] = 2
 
-    owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
+    #: Trainer arguments a Lightning recipe's fits set themselves (run length, callbacks, logging folder).
+    owned_trainer_kwargs: ClassVar[frozenset[str]] = frozenset({"max_steps", "max_epochs", "callbacks",
+                                                                "default_root_dir"})
     #: Adam's second moments are often ~1e-5 or smaller, below float32's default atol: compare them relatively.
     #: An elastic resume reduces gradients in another order (and draws other random numbers): losses agree only
     #: closely; adopters with dropout set their own tolerance.
@@ -184,25 +153,25 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     @classmethod
     def recipe_problems(cls) -> list[str]:
         problems = super().recipe_problems()
-        if not problems and cls.world_size() > 1:
-            problems += distributed_sampler_problems(cls.trainer_kwargs(), cls.make_datamodule())
-        strategy = cls.trainer_kwargs().get("strategy")
-        if not problems and is_nemo_strategy(strategy):  # builds the recipe once more: only where it is needed
-            problems += nemo_recipe_problems(strategy, cls.world_size(), cls.make_model(), cls.make_datamodule())
-        return problems
+        return problems or cls.backend().fit_problems(cls)
+
+    @classmethod
+    def hooks_required(cls) -> tuple[str, ...]:
+        """The hooks of the class's backend: ``make_model`` and ``make_datamodule`` for Lightning,
+        ``make_training_state`` and ``train_step`` for a loop the kit drives."""
+        return cls.backend().required_hooks
 
     @classmethod
     def world_size(cls) -> int:
-        """Rank processes per run: the devices ``trainer_kwargs()`` asks for."""
-        return world_size_of(cls.trainer_kwargs())
+        """Rank processes per run (Lightning: the devices ``trainer_kwargs()`` asks for)."""
+        return cls.backend().world_size(cls)
 
     @classmethod
     def runs_in_process(cls) -> bool:
-        """Whether the runs happen in this process: one device, no elastic resume, ``resume_in_fresh_process`` off,
-        and not NeMo's strategy (it sets process-wide state; on the CPU it needs the kit's emulation)."""
+        """Whether the runs happen in this process (see the backend's rule; never with ``resume_in_fresh_process``
+        on, several ranks or an elastic resume)."""
         try:
-            return (not cls.resume_in_fresh_process and cls.world_size() == 1 and not cls.elastic_resume_world_sizes
-                    and not is_nemo_strategy(cls.trainer_kwargs().get("strategy")))
+            return cls.backend().runs_in_process(cls)
         except ConformanceSetupError:
             return True
 
@@ -232,16 +201,19 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """Train the continuous and interrupted runs, then the resumed run and any elastic resumes."""
         cls._comparisons, cls._final_weights = {}, None
         checkpoint = cls._work_dir / "stop.ckpt"
+        backend = cls.backend()
         plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
-                                 trainer_defaults=cls.validation_schedule())
-        run = functools.partial(run_fits, cls, in_process=cls.runs_in_process(), deadline_s=cls.process_deadline_s)
+                                 trainer_defaults=cls.validation_schedule(),
+                                 validate_every_n_steps=cls.validate_every_n_steps)
+        run = functools.partial(backend.run_fits, cls, in_process=cls.runs_in_process(),
+                                deadline_s=cls.process_deadline_s)
         cls.continuous, cls.interrupted = run([
             plan("continuous"),
             plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption, checkpoint=str(checkpoint),
                  shares_records_with="continuous"),
         ])
         sizes = cls.elastic_resume_world_sizes
-        saved = saved_checkpoint(checkpoint)
+        saved = backend.saved_checkpoint(checkpoint)
         if saved is not None:
             cls.resumed, *elastic = run([plan("resumed", resume_from=str(saved), shares_records_with="continuous")] + [
                 plan(f"elastic{size}", resume_from=str(saved), world_size=size,
@@ -299,11 +271,12 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def test_initial_consumed_samples(self) -> None:
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
         self._require_runs()
+        self._skip_if_not_applicable()
         for continuous, resumed in zip(self.continuous, self.resumed):
             expected = self._read_one(continuous, "consumed_samples", (self.stop_step,))
             actual = self._read_one(resumed, "start", (self.stop_step,))["consumed_samples"]
             if expected is None or actual is None:
-                self.fail_check(_HINTS["consumed_samples"])
+                self._no_consumed_samples()
             self.note_detail(None, f"resumed at {actual} consumed samples, expected {expected}")
             if actual != expected:
                 self.fail_check(
@@ -354,7 +327,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         key = (self.num_steps,)
         for reference in self.continuous:
             if not has_content(self._read_one(reference, "final_weights", key)):
-                self.fail_check(f"nothing to compare{self._on(reference)}: {_HINTS['final_weights']}")
+                self.fail_check(f"nothing to compare{self._on(reference)}: {self._hint('final_weights')}")
         results = self._final_weights_comparison()
         worst = max((result.worst for result in results if result.worst), key=lambda leaf: leaf.usage, default=None)
         self.note_detail(worst, f"{sum(result.leaves_compared for result in results)} tensors compared")
@@ -389,21 +362,17 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def test_checkpoint_contents(self) -> None:
         """The checkpoint loads with weights_only=True and holds the state the resume needs, equal to the run's."""
         self._require_runs("interrupted")
-        path = saved_checkpoint(self._work_dir / "stop.ckpt")
+        backend = self.backend()
+        path = backend.saved_checkpoint(self._work_dir / "stop.ckpt")
         if path is None:
             self.fail_check(f"the interrupted run wrote no checkpoint after step {self.stop_step}")
+        self._skip_if_not_applicable()
         try:
-            checkpoint = load_checkpoint(path)
-        except Exception as exc:  # noqa: BLE001 - any load failure is the finding
-            self.fail_check(
-                f"the checkpoint cannot be loaded with torch.load(weights_only=True), as Lightning >= 2.6 loads it: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Store recipe state (RNG, data module, "
-                "callbacks) as tensors and plain Python values, not numpy arrays or custom objects"
-            )
-        problems = checkpoint_problems(checkpoint, [rank.records for rank in self.interrupted], self.stop_step)
-        self.note_detail(None, f"{checkpoint.format}: {len(checkpoint.state)} top-level entries"
-                               + (f" and {len(checkpoint.sharded)} sharded tensors" if checkpoint.is_sharded else "")
-                               + " verified")
+            summary, problems = backend.checkpoint_problems(path, [rank.records for rank in self.interrupted],
+                                                            self.stop_step)
+        except CheckpointUnreadable as exc:
+            self.fail_check(str(exc))
+        self.note_detail(None, summary)
         if problems:
             self.fail_check(f"the checkpoint after step {self.stop_step} is incomplete or wrong", problems)
 
@@ -411,12 +380,15 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def _check_stream(self, stream: str) -> None:
         """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare."""
         self._require_runs()
+        self._skip_if_not_applicable()
         resumed_from = self._resumed_from(stream)
-        content = _CONTENT.get(stream, lambda value: value)
+        content = declared_stream(stream).content
         for reference in self.continuous:  # every rank must have something, or its comparison passes on nothing
             after_resume = [key for key in reference.records.keys(stream) if key[0] >= resumed_from]
             if not after_resume or not has_content(content(reference.records.read(stream, after_resume[0]))):
-                hint = _HINTS.get(stream, "nothing was recorded")
+                if stream == "consumed_samples":
+                    self._no_consumed_samples()
+                hint = self._hint(stream)
                 self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
                                 f"uninterrupted run{self._on(reference)}: {hint}")
         outcome = self._comparison(stream)
@@ -424,9 +396,27 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         if not outcome.ok:
             self._fail_with_cause(outcome.failure_message(self.check_name))
 
+    def _hint(self, stream: str) -> str:
+        """Why a run may have recorded nothing in ``stream``, in the backend's terms."""
+        return self.backend().hints().get(stream, declared_stream(stream).hint)
+
+    def _skip_if_not_applicable(self) -> None:
+        """Report the running check as not applicable, with the backend's reason, where its fact does not exist."""
+        reason = self.backend().not_applicable.get(self.check_name)
+        if reason is not None:
+            self.skipTest(f"{NOT_APPLICABLE}{reason}")
+
+    def _no_consumed_samples(self) -> NoReturn:
+        """The data reports no consumed-samples count: not applicable where the backend says its loaders need not
+        keep one (the data position is then judged by test_train_inputs), otherwise a failure with the hint."""
+        reason = self.backend().unreported_consumed_samples
+        if reason is not None:
+            self.skipTest(f"{NOT_APPLICABLE}{reason}")
+        self.fail_check(self._hint("consumed_samples"))
+
     def _resumed_from(self, stream: str) -> int:
         """The first key (global step) of ``stream`` that the resumed run is responsible for."""
-        return self.stop_step if stream in _PER_MICRO_BATCH else self.stop_step + 1
+        return self.stop_step if declared_stream(stream).per_micro_batch else self.stop_step + 1
 
     def _comparison(self, stream: str) -> RankedComparison:
         """``stream`` compared along the trajectory, once per class (see :meth:`_stop_step_validation`)."""
@@ -498,10 +488,10 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         if root is None:
             self.raise_failure(message.splitlines())
         is_root = root.check == self.check_name
-        self.note_cause(root.describe(), is_root=is_root)
+        self.note_cause(root.describe(self.backend().remedies()), is_root=is_root)
         headline, _, rest = message.partition("\n")
-        cause = (f"  root cause: this is the earliest divergence of all streams; {root.describe()}" if is_root
-                 else f"  a consequence of the root cause: {root.describe()}")
+        cause = (f"  root cause: this is the earliest divergence of all streams; {root.describe(self.backend().remedies())}" if is_root
+                 else f"  a consequence of the root cause: {root.describe(self.backend().remedies())}")
         self.raise_failure([part for part in (headline, cause, rest) if part])
 
     def _require_runs(self, *names: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SavedCheckpoint", "load_checkpoint"]
+__all__ = ["SavedCheckpoint", "load_checkpoint", "saved_checkpoint"]
 
 
 @dataclass
@@ -30,6 +30,15 @@ class SavedCheckpoint:
     @property
     def is_sharded(self) -> bool:
         return self.format != "Lightning checkpoint file"
+
+
+def saved_checkpoint(path: Path) -> Path | None:
+    """Where ``trainer.save_checkpoint(path)`` put the checkpoint: the file ``path``, or the directory NeMo's
+    strategy writes instead (``path`` without its ``.ckpt`` suffix); None if neither exists."""
+    if path.is_file():
+        return path
+    directory = path.with_suffix("") if path.suffix == ".ckpt" else path
+    return directory if directory.is_dir() else None
 
 
 def load_checkpoint(path: Path) -> SavedCheckpoint:

@@ -21,7 +21,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from conformance.errors import ElasticResumeRefused
 
-__all__ = ["ConsumedSamplesBatchSampler", "ResumableDataModule", "resolve_data_parallel"]
+__all__ = ["ConsumedSamplesBatchSampler", "ResumableDataModule", "datamodule_consumed_samples", "resolve_data_parallel"]
+
+
+def datamodule_consumed_samples(trainer: Any) -> int | None:
+    """The trainer's attached data module's ``state_dict()['consumed_samples']``, or None if it keeps no such count."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None:
+        return None
+    value = datamodule.state_dict().get("consumed_samples")
+    return None if value is None else int(value)
 
 
 class ConsumedSamplesBatchSampler:

@@ -7,13 +7,15 @@ It knows no suite: the catalogues live beside it, one module per suite (:mod:`.s
 
 from __future__ import annotations
 
+import sys
 import unittest
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from conformance.report import Report, run_classes
 
-__all__ = ["Mutant", "kill_table"]
+__all__ = ["Mutant", "kill_table", "mutant_class"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Mutant:
     conformance_class: type[unittest.TestCase]
     kills: dict[str, str]
     may_also_fail: frozenset[str] = frozenset()
-    #: Checks that do not apply to this recipe and skip, saying why.
+    #: Checks that do not apply to this recipe and skip (or report "not applicable"), saying why.
     skips: frozenset[str] = frozenset()
     #: Why the bug is no bug in the current process (None when it is one), e.g. a library has changed a default.
     harmless_here: Callable[[], str | None] = lambda: None
@@ -50,10 +52,23 @@ class Mutant:
         if unexplained:
             problems.append(f"checks this bug should not touch failed too: {', '.join(unexplained)}")
         broken = sorted(check for check, status in statuses.items() if status not in ("passed", "failed")
-                        and not (status == "skipped" and check in self.skips))
+                        and not (status in ("skipped", "not applicable") and check in self.skips))
         if broken:
             problems.append(f"checks neither passed nor failed: {', '.join(broken)}")
         return problems
+
+
+def mutant_class(name: str, base: type, suite: type, module: str, **hooks: Any) -> type[unittest.TestCase]:
+    """The conformance class ``Mutant_<name>`` of ``suite``: ``base`` with some hooks (callables become
+    classmethods), classes or settings replaced, defined in ``module`` under its name, since its runs' fresh
+    processes import it by name."""
+    wrapped = {key: classmethod(value) if callable(value) and not isinstance(value, type) else value
+               for key, value in hooks.items()}
+    recipe = type(f"{name}Recipe", (base,), wrapped)
+    conformance_class = type(f"Mutant_{name}", (recipe, suite, unittest.TestCase),
+                             {"__module__": module, "__qualname__": f"Mutant_{name}"})
+    setattr(sys.modules[module], conformance_class.__qualname__, conformance_class)
+    return conformance_class
 
 
 def kill_table(mutants: tuple[Mutant, ...], suite: type, *, coverage: bool = True) -> str:

@@ -21,7 +21,7 @@ from conformance.training.rng import capture_rng_state
 from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
 from reference_models.data import SyntheticDataModule
 from reference_models.gpt import TinyGPT
-from reference_models.mutants import Mutant
+from reference_models.mutants import Mutant, mutant_class
 from reference_models.mutants.datamodule import UntranslatedElasticDataModule
 from reference_models.recipes import DDPGPTRecipe, ElasticGPTRecipe, GPTRecipe, PerRankDropoutGPT, StepSeededGPT
 
@@ -247,13 +247,7 @@ class DDPMutantBaseRecipe(DDPGPTRecipe):
 
 def _recipe(name: str, base: type = MutantBaseRecipe, **hooks: Any) -> type[unittest.TestCase]:
     """The conformance class ``Mutant_<name>``: ``base`` with some hooks, classes or settings replaced."""
-    wrapped = {key: classmethod(value) if callable(value) and not isinstance(value, type) else value
-               for key, value in hooks.items()}
-    recipe = type(f"{name}Recipe", (base,), wrapped)
-    conformance_class = type(f"Mutant_{name}", (recipe, StopAndGoConformance, unittest.TestCase),
-                             {"__module__": __name__, "__qualname__": f"Mutant_{name}"})
-    globals()[conformance_class.__qualname__] = conformance_class  # its runs' fresh processes import it by name
-    return conformance_class
+    return mutant_class(name, base, StopAndGoConformance, __name__, **hooks)
 
 
 #: What drifts after a resume once the weights differ: the consequences a randomness bug may also fail.

@@ -1,4 +1,4 @@
-"""The data-module probe (:mod:`conformance.runs.probe`) shaped for NeMo's MegatronStrategy.
+"""The data-module probe (:mod:`conformance.runs.lightning.probe`) shaped for NeMo's MegatronStrategy.
 
 NeMo drives a model its own way: the strategy wraps it for Megatron-core (which reads its ``config``), draws each
 micro-batch through ``data_step``, calls ``training_step`` once per micro-batch inside one Lightning batch (one
@@ -20,7 +20,7 @@ from megatron.core.transformer.module import MegatronModule
 from nemo.lightning.megatron_parallel import MaskedTokenLossReduction
 from nemo.lightning.pytorch.optim import MegatronOptimizerModule
 
-from conformance.runs.sample_probe import ProbeLog, SampleProbe
+from conformance.runs.lightning.sample_probe import ProbeLog, SampleProbe
 
 __all__ = ["NeMoSampleProbe"]
 

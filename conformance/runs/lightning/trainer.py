@@ -18,7 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from conformance.errors import ConformanceSetupError
-from conformance.runs.nemo import is_nemo_strategy, run_environment, strategy_context
+from conformance.runs.nemo.strategy import is_nemo_strategy, run_environment, strategy_context
 
 __all__ = ["TRAINER_DEFAULTS", "build_trainer", "environment_label", "quiet_lightning", "rank_process_strategy",
            "run_context", "seeded", "world_size_of"]
@@ -57,7 +57,7 @@ def build_trainer(recipe_kwargs: Mapping[str, Any], *, owned: frozenset[str], ru
 
 def run_context(trainer_kwargs: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
     """What a rank process runs a fit with ``trainer_kwargs()`` inside (see
-    :func:`conformance.runs.nemo.strategy_context`)."""
+    :func:`conformance.runs.nemo.strategy.strategy_context`)."""
     return strategy_context(trainer_kwargs.get("strategy"), _accelerator(trainer_kwargs))
 
 

@@ -1,5 +1,5 @@
 """The model of a data-module probe run and what it saw: a model that trains nothing and records the sample ids of
-every batch it is given (:mod:`conformance.runs.probe` drives it; :mod:`conformance.runs.nemo_probe` shapes it for
+every batch it is given (:mod:`conformance.runs.lightning.probe` drives it; :mod:`conformance.runs.nemo.probe` shapes it for
 NeMo's strategy)."""
 
 from __future__ import annotations

@@ -12,13 +12,9 @@ from typing import Any, Literal, TextIO
 import lightning.pytorch as pl
 from typing_extensions import override
 
-from conformance.runs.processes import PROGRESS_FD_ENV, exit_by_signal_as_planned
+from conformance.runs.processes import PROGRESS_FD_ENV, SimulatedPreemption, exit_by_signal_as_planned
 
 __all__ = ["InterruptAfterStep", "Interruption", "ProgressPrinter", "SimulatedPreemption", "StallGuard"]
-
-
-class SimulatedPreemption(RuntimeError):
-    """Raised by the kit right after the interrupted run's checkpoint, as a preempted job would die."""
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ ids, and the data module's state when training starts. It can save a checkpoint 
 pre-empted job), or resume from a checkpoint. Runs with ``world_size > 1`` are real processes joined by gloo.
 
 A recipe whose ``trainer_kwargs()['strategy']`` is NeMo's MegatronStrategy is probed under that strategy instead,
-with :class:`~conformance.runs.nemo_probe.NeMoSampleProbe` (NeMo runs the micro-batches of a step itself), always
-in rank processes (:mod:`conformance.runs.nemo`).
+with :class:`~conformance.runs.nemo.probe.NeMoSampleProbe` (NeMo runs the micro-batches of a step itself), always
+in rank processes (:mod:`conformance.runs.nemo.strategy`).
 
-    python -m conformance.runs.probe SPEC.json    # one rank of a multi-process run (used internally)
+    python -m conformance.runs.lightning.probe SPEC.json    # one rank of a multi-process run (used internally)
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from conformance.runs.callbacks import InterruptAfterStep, Interruption, SimulatedPreemption, StallGuard
-from conformance.runs.nemo import is_nemo_strategy, saved_checkpoint
+from conformance.runs.lightning.callbacks import InterruptAfterStep, Interruption, SimulatedPreemption, StallGuard
+from conformance.runs.lightning.sample_probe import ProbeLog, SampleProbe
+from conformance.runs.lightning.trainer import build_trainer, quiet_lightning, run_context, seeded
+from conformance.runs.nemo.strategy import is_nemo_strategy
 from conformance.runs.processes import recipe_rank_main, run_recipe_ranks
-from conformance.runs.sample_probe import ProbeLog, SampleProbe
-from conformance.runs.trainer import build_trainer, quiet_lightning, run_context, seeded
+from conformance.training.checkpoints import saved_checkpoint
 
 __all__ = ["OWNED_TRAINER_KWARGS", "ProbePlan", "accumulation_steps", "run_probe", "strategy_problems"]
 
@@ -94,7 +95,7 @@ def _run_rank(recipe: type, plan: ProbePlan, rank: int) -> ProbeLog:
         if plan.stop_after_step is not None:
             callbacks.append(InterruptAfterStep(Interruption(plan.stop_after_step, "crash", Path(plan.checkpoint))))
         if is_nemo_strategy(recipe_kwargs.get("strategy")):
-            from conformance.runs.nemo_probe import NeMoSampleProbe
+            from conformance.runs.nemo.probe import NeMoSampleProbe
 
             # NeMo runs a step's micro-batches inside one Lightning batch; its strategy splits data-parallel ranks
             probe: SampleProbe = NeMoSampleProbe(recipe.sample_ids, log)

@@ -1,30 +1,6 @@
-"""Per-step facts of a Lightning run, recorded by a callback into a
-:class:`~conformance.training.recordstore.RecordStore` as the run goes: streams of records keyed by integer tuples
-that line up between runs (the global step, then the micro-batch or validation batch).
-
-Streams written by :class:`TrainingRecorder` and their keys. "global step" is the trainer's count of completed
-optimizer steps: a training batch of key (4, m) belongs to optimizer step 5; a validation after step 5 has key
-(5, pass, dataloader, batch), ``pass`` counting validations run at the same global step:
-
-================== ================================ ===============================================
-stream             key                              value
-================== ================================ ===============================================
-global_step        (step,)                          global step and epoch after optimizer step ``step``
-learning_rate      (step,)                          every param group's LR used by optimizer step ``step``
-consumed_samples   (step,)                          the data module's consumed samples after ``step``
-optimizer_state    (step,)                          every optimizer's ``state_dict()`` after ``step``
-lr_scheduler_state (step,)                          every LR scheduler's ``state_dict()`` after ``step``
-rng_state          (global step, micro-batch)       global RNG states as ``training_step`` starts
-train_inputs       (global step, micro-batch)       the training batch, as ``training_step`` receives it
-train_outputs      (global step, micro-batch)       what the LightningModule's ``forward`` returned
-train_loss         (global step, micro-batch)       the loss ``training_step`` returned
-valid_inputs       (global step, pass, dl, batch)   the validation batch, as ``validation_step`` receives it
-valid_outputs      (global step, pass, dl, batch)   what ``forward`` returned during validation
-valid_loss         (global step, pass, dl, batch)   the loss ``validation_step`` returned
-start              (global step,)                   global step, consumed samples, data module class
-initial_weights    (global step,)                   the model's ``state_dict()`` when training starts
-final_weights      (global step,)                   the model's ``state_dict()`` when training ends
-================== ================================ ===============================================
+"""The Lightning adapter of :class:`conformance.training.recorder.StepRecorder`: a callback writing the streams of
+:mod:`conformance.training.streams` while ``lightning.Trainer`` trains. Besides them it writes ``start`` (global
+step, consumed samples, data module class), ``initial_weights`` and ``final_weights``, keyed by the global step.
 """
 
 from __future__ import annotations
@@ -37,19 +13,11 @@ import torch
 from typing_extensions import override
 
 from conformance._wrapping import unwrap_method, wrap_method
+from conformance.training.data import datamodule_consumed_samples
+from conformance.training.recorder import StepRecorder
 from conformance.training.recordstore import Key, RecordStore, to_record
-from conformance.training.rng import capture_rng_state
 
-__all__ = ["TrainingRecorder", "datamodule_consumed_samples"]
-
-
-def datamodule_consumed_samples(trainer: pl.Trainer) -> int | None:
-    """The attached data module's ``state_dict()['consumed_samples']``, or None if it keeps no such count."""
-    datamodule = getattr(trainer, "datamodule", None)
-    if datamodule is None:
-        return None
-    value = datamodule.state_dict().get("consumed_samples")
-    return None if value is None else int(value)
+__all__ = ["TrainingRecorder"]
 
 
 class TrainingRecorder(pl.Callback):
@@ -65,6 +33,7 @@ class TrainingRecorder(pl.Callback):
     def __init__(self, store: RecordStore,
                  consumed_samples: Callable[[pl.Trainer], int | None] = datamodule_consumed_samples) -> None:
         self.store = store
+        self.steps = StepRecorder(store)
         self.consumed_samples = consumed_samples
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._forward_outputs: list[Any] | None = None
@@ -104,8 +73,7 @@ class TrainingRecorder(pl.Callback):
         what it computed."""
         key = (self._batch_step, self._micro_batch)
         self._micro_batch += 1
-        self.store.write("rng_state", key, capture_rng_state())
-        self.store.write("train_inputs", key, args[0] if args else kwargs.get("batch"))  # before any in-place change
+        self.steps.micro_batch_starts(key, args[0] if args else kwargs.get("batch"))  # before any in-place change
         return self._observe_step("train", key, training_step, args, kwargs)
 
     def _observe_validation_step(self, validation_step: Callable[..., Any], args: tuple[Any, ...],
@@ -114,7 +82,7 @@ class TrainingRecorder(pl.Callback):
             return validation_step(*args, **kwargs)
         key = (self._validation_step, self._validation_pass, self._validation_dataloader, self._validation_batch)
         self._validation_batch += 1
-        self.store.write("valid_inputs", key, args[0] if args else kwargs.get("batch"))
+        self.steps.validation_batch_starts(key, args[0] if args else kwargs.get("batch"))
         return self._observe_step("valid", key, validation_step, args, kwargs)
 
     def _observe_step(self, phase: str, key: Key, step: Callable[..., Any], args: tuple[Any, ...],
@@ -126,8 +94,7 @@ class TrainingRecorder(pl.Callback):
             output = step(*args, **kwargs)
         finally:
             self._steps_running -= 1
-        self.store.write(f"{phase}_outputs", key, self._forward_outputs)
-        self.store.write(f"{phase}_loss", key, _loss_of(output))
+        self.steps.step_computed(phase, key, self._forward_outputs, _loss_of(output))
         self._forward_outputs = None
         return output
 
@@ -140,13 +107,8 @@ class TrainingRecorder(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step
         datamodule = getattr(trainer, "datamodule", None)
-        start = {
-            "global_step": step,
-            "consumed_samples": self.consumed_samples(trainer),
-            "datamodule_class": None if datamodule is None else type(datamodule).__qualname__,
-        }
-        self.store.write("start", (step,), start)
-        self.store.write("initial_weights", (step,), pl_module.state_dict())
+        self.steps.training_starts(step, self.consumed_samples(trainer),
+                                   None if datamodule is None else type(datamodule).__qualname__, pl_module.state_dict())
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -168,16 +130,13 @@ class TrainingRecorder(pl.Callback):
         step = trainer.global_step
         if step == self._batch_step:
             return
-        self.store.write("global_step", (step,), {"global_step": step, "epoch": trainer.current_epoch})
-        self.store.write("learning_rate", (step,), self._learning_rates)
-        self.store.write("consumed_samples", (step,), self.consumed_samples(trainer))
-        self.store.write("optimizer_state", (step,), [opt.state_dict() for opt in trainer.optimizers])
-        schedulers = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
-        self.store.write("lr_scheduler_state", (step,), schedulers)
+        self.steps.optimizer_step_ends(step, trainer.current_epoch, self._learning_rates, self.consumed_samples(trainer),
+                                       [opt.state_dict() for opt in trainer.optimizers],
+                                       [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs])
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.store.write("final_weights", (trainer.global_step,), pl_module.state_dict())
+        self.steps.training_ends(trainer.global_step, pl_module.state_dict())
 
     # --- validation ------------------------------------------------------------------------------------------
     @override

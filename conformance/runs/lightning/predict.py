@@ -6,7 +6,7 @@ the writer has handled it. It records which batches were computed and how many b
 the resident memory, and can inject failures: a Python exception before a batch, or death mid-write (the file
 size limit is lowered before a batch, and SIGXFSZ, whose default action kills the process, is re-armed).
 
-    python -m conformance.runs.predict SPEC.json    # one rank of a run in a fresh process (used internally)
+    python -m conformance.runs.lightning.predict SPEC.json    # one rank of a run in a fresh process (used internally)
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing_extensions import override
 
 from conformance.predictions.collate import flatten_prediction
 from conformance.predictions.ranks import writer_rank
+from conformance.runs.lightning.trainer import build_trainer, quiet_lightning, rank_process_strategy, seeded
 from conformance.runs.processes import RankLog, process_group_timeout, recipe_rank_main, run_recipe_ranks
-from conformance.runs.trainer import build_trainer, quiet_lightning, rank_process_strategy, seeded
 from conformance.training import recordfile
 
 __all__ = ["OWNED_TRAINER_KWARGS", "InjectedPredictError", "PredictLog", "PredictObserver", "PredictPlan",

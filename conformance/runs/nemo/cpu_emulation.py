@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from conformance.runs.megatron.cpu_tracker import cpu_model_parallel_seed
 from conformance.runs.processes import RANK_PROCESS_ENV
-from conformance.training.megatron_rng import cpu_model_parallel_seed
 
 __all__ = ["LABEL", "cuda_on_cpu"]
 

@@ -1,0 +1,1 @@
+"""NeMo 2 refinement of the Lightning backend: MegatronStrategy recipes, their probes and the CPU emulation."""

@@ -1,0 +1,64 @@
+"""What a training run records, whatever drives its loop: one method per moment of a step, each writing the
+streams of :mod:`conformance.training.streams` into a :class:`RecordStore`.
+
+A backend calls these where its framework exposes the moment (the Lightning callback, the kit's own loop); the
+recorder only observes: it never changes the model, the optimizer, the data or any random state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from conformance.training.recordstore import Key, RecordStore
+from conformance.training.rng import capture_rng_state
+
+__all__ = ["StepRecorder"]
+
+
+class StepRecorder:
+    """Writes one run's records; keys as in :mod:`conformance.training.streams`."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+
+    def training_starts(self, step: int, consumed_samples: int | None, data_class: str | None,
+                        weights: dict[str, Any]) -> None:
+        """Where the run starts: its global step, the data's consumed samples and class, the model's weights."""
+        self.store.write("start", (step,), {"global_step": step, "consumed_samples": consumed_samples,
+                                            "datamodule_class": data_class})
+        self.store.write("initial_weights", (step,), weights)
+
+    def micro_batch_starts(self, key: Key, batch: Any) -> None:
+        """The RNG state and the batch as the step's code receives them (before any in-place change)."""
+        self.store.write("rng_state", key, capture_rng_state())
+        self.store.write("train_inputs", key, batch)
+
+    def step_computed(self, phase: str, key: Key, outputs: list[Any], loss: Any) -> None:
+        """What the model's forward returned inside a training (``phase="train"``) or validation (``"valid"``) step,
+        and the loss it returned."""
+        self.store.write(f"{phase}_outputs", key, outputs)
+        self.store.write(f"{phase}_loss", key, loss)
+
+    def validation_batch_starts(self, key: Key, batch: Any) -> None:
+        self.store.write("valid_inputs", key, batch)
+
+    def optimizer_step_ends(self, step: int, epoch: int, learning_rates: list[list[float]],
+                            consumed_samples: int | None, optimizer_states: Sequence[Any],
+                            scheduler_states: Sequence[Any]) -> None:
+        """Everything the loop and the optimizers hold after optimizer step ``step``."""
+        self.store.write("global_step", (step,), {"global_step": step, "epoch": epoch})
+        self.store.write("learning_rate", (step,), learning_rates)
+        self.store.write("consumed_samples", (step,), consumed_samples)
+        self.store.write("optimizer_state", (step,), list(optimizer_states))
+        self.store.write("lr_scheduler_state", (step,), list(scheduler_states))
+
+    def checkpoint_saved(self, step: int, weights: dict[str, Any]) -> None:
+        """The model's weights as the run saves its checkpoint after ``step`` (what the checkpoint must hold)."""
+        self.store.write("saved_weights", (step,), weights)
+
+    def training_ends(self, step: int, weights: dict[str, Any]) -> None:
+        self.store.write("final_weights", (step,), weights)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,25 @@
+"""Every resume bug of the loop backend's mutant catalogue is killed by its intended check, for the right reason."""
+
+from __future__ import annotations
+
+import unittest
+
+from parameterized import parameterized
+
+from conformance import StopAndGoConformance
+from conformance.report import run_classes
+from reference_models.mutants import Mutant
+from reference_models.mutants.torch_loop import LOOP_MUTANTS
+from tests.mutant_support import mutant_test_name
+
+
+class TestLoopMutants(unittest.TestCase):
+    @parameterized.expand([(mutant,) for mutant in LOOP_MUTANTS], name_func=mutant_test_name)
+    def test_killed(self, mutant: Mutant) -> None:
+        report = run_classes([mutant.conformance_class])
+        self.assertEqual(set(report.statuses()), set(StopAndGoConformance.check_names()), "every check ran once")
+        self.assertEqual(mutant.problems(report), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
