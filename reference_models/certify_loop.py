@@ -6,6 +6,7 @@ from __future__ import annotations
 import unittest
 
 from conformance import StopAndGoConformance
+from reference_models.fabric_loop import FabricGPTRecipe
 from reference_models.torch_loop import GPTLoopRecipe
 
 
@@ -32,3 +33,10 @@ class TestGPTLoopDDPStopAndGo(GPTLoopRecipe, StopAndGoConformance, unittest.Test
     num_steps = 6
     stop_step = 3
     interruption = "kill"
+
+
+class TestFabricGPTStopAndGo(FabricGPTRecipe, StopAndGoConformance, unittest.TestCase):
+    """Lightning Fabric on one CPU device, checkpointed by fabric.save/fabric.load; crash after step 4."""
+
+    num_steps = 8
+    stop_step = 4

@@ -9,8 +9,10 @@ from reference_models.mutants import kill_table
 from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
 from reference_models.mutants.prediction import PREDICTION_MUTANTS
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
+from reference_models.mutants.torch_loop import LOOP_MUTANTS
 
 table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
+                   kill_table(LOOP_MUTANTS, StopAndGoConformance, coverage=False),  # the loop backend's supplement
                    kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance),
                    kill_table(PREDICTION_MUTANTS, PredictionWriterConformance)])
 if importlib.util.find_spec("megatron") is not None:  # the tensor-parallel mutants need megatron-core
