@@ -53,9 +53,11 @@ class StepRecorder:
         self.store.write("optimizer_state", (step,), list(optimizer_states))
         self.store.write("lr_scheduler_state", (step,), list(scheduler_states))
 
-    def checkpoint_saved(self, step: int, weights: dict[str, Any]) -> None:
-        """The model's weights as the run saves its checkpoint after ``step`` (what the checkpoint must hold)."""
+    def checkpoint_saved(self, step: int, weights: dict[str, Any], data_state: Any) -> None:
+        """The model's weights and this rank's data position (its loader's state) as the run saves its checkpoint
+        after ``step``: what the checkpoint must hold."""
         self.store.write("saved_weights", (step,), weights)
+        self.store.write("saved_data_state", (step,), data_state)
 
     def training_ends(self, step: int, weights: dict[str, Any]) -> None:
         self.store.write("final_weights", (step,), weights)

@@ -1,6 +1,6 @@
 """What a loop recipe's checkpoint must hold, checked against the records of the run that saved it, whatever its
 layout: every weight of the model and every optimizer moment as saved (equal tensors), each LR scheduler's
-position, and the loop's step. A checkpoint is a DCP folder or one ``torch.save`` file, read weights-only.
+position, every rank's loader state (its tensors, e.g. a shuffling generator's state), and the loop's step. A checkpoint is a DCP folder or one ``torch.save`` file, read weights-only.
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def checkpoint_problems(values: Mapping[str, Any], records: Sequence[RecordStore
         position = scheduler.get("last_epoch")
         if position is not None and not _has_leaf(values, "last_epoch", position):
             problems.append(f"LR scheduler {index}'s position (last_epoch={position}) is not in it")
+    for rank, store in enumerate(records):
+        data_state = store.read("saved_data_state", step)
+        problems += [f"rank {rank}'s train-loader state is not in it (no tensor equal to its '{path}'): keep every "
+                     "rank's loader state, under a key of its own (one key for all ranks keeps one rank's copy)"
+                     for path, value in _leaves(data_state)
+                     if isinstance(value, torch.Tensor) and not _held(value, tensors)][:1]
     if not _has_leaf(values, "step", stop_step):
         problems.append(f"the loop's step ({stop_step}) is not in it: no integer 'step' among its values")
     return problems

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from conformance.runs.backend import FitPlan, RunOutcome
 from conformance.runs.fit_runs import FitLog, run_fit_plans
 from conformance.runs.loop.checkpoint import load_training_state, quiet, save_training_state
-from conformance.runs.loop.state import TrainingState
+from conformance.runs.loop.state import TrainingState, loader_state
 from conformance.runs.processes import (
     SimulatedPreemption,
     exit_by_signal_as_planned,
@@ -147,7 +147,8 @@ class _KitLoop:
         if plan.checkpoint is None:
             return False
         if self.recorder is not None:
-            self.recorder.checkpoint_saved(self.state.step, self.state.model.state_dict())
+            self.recorder.checkpoint_saved(self.state.step, self.state.model.state_dict(),
+                                           loader_state(self.state.train_loader))
         save_state(self.recipe, self.state, Path(plan.checkpoint))
         if plan.interruption == "kill":
             exit_by_signal_as_planned()

@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from conformance.training.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["LoopRNGState", "TrainingState", "rank_and_world_size"]
+__all__ = ["LoopRNGState", "TrainingState", "loader_state", "rank_and_world_size"]
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -58,7 +58,7 @@ class TrainingState:
             "optimizers": optimizers,
             "lr_schedulers": [scheduler.state_dict() for scheduler in self.lr_schedulers],
             "loop": {"step": self.step, "epoch": self.epoch},
-            "train_loader": {f"rank{rank}": _loader_state(self.train_loader)},
+            "train_loader": {f"rank{rank}": loader_state(self.train_loader)},
             "stateful": {name: value.state_dict() for name, value in self.stateful.items()},
         }
 
@@ -77,7 +77,7 @@ class TrainingState:
             value.load_state_dict(state["stateful"][name])
 
 
-def _loader_state(loader: Any) -> dict[str, Any] | None:
+def loader_state(loader: Any) -> dict[str, Any] | None:
     """A stateful loader's position (torchdata's ``StatefulDataLoader`` and alike), or None for a plain loader."""
     return loader.state_dict() if hasattr(loader, "state_dict") else None
 
