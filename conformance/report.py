@@ -86,8 +86,10 @@ class Report:
         lines = []
         for suite in dict.fromkeys(outcome.suite for outcome in self.outcomes):
             environment = next((o.environment for o in self.outcomes if o.suite == suite and o.environment), "")
+            lines.append(f"{suite} [{environment}]" if environment else suite)
             backend = next((o.backend for o in self.outcomes if o.suite == suite and o.backend), "")
-            lines.append(suite + (f" ({backend})" if backend else "") + (f" [{environment}]" if environment else ""))
+            if backend:
+                lines.append(f"  backend: {backend}")
             causes = [o for o in self.outcomes if o.suite == suite and o.status in _BAD and o.cause]
             if causes:
                 root = next((o for o in causes if o.is_root), causes[0])

@@ -51,7 +51,7 @@ class TestBackendChoice(unittest.TestCase):
     def test_the_report_names_the_backend(self) -> None:
         report = run_classes([certify_loop.TestGPTLoopStopAndGo], checks=["test_global_step"])
         self.assertEqual(report.outcomes[0].backend, "PyTorch loop")
-        self.assertIn("TestGPTLoopStopAndGo (PyTorch loop)", report.format_text())
+        self.assertIn("TestGPTLoopStopAndGo\n  backend: PyTorch loop\n", report.format_text())
 
 
 class TestLoopSetupErrors(unittest.TestCase):
