@@ -20,6 +20,12 @@ class TestLoopMutants(unittest.TestCase):
         self.assertEqual(set(report.statuses()), set(StopAndGoConformance.check_names()), "every check ran once")
         self.assertEqual(mutant.problems(report), [])
 
+    def test_every_check_but_elastic_resume_has_an_intended_loop_mutant(self) -> None:
+        """The loop backend refuses elastic resume at set-up (it does not support it yet); every other check must be
+        shown to fail on a loop recipe."""
+        covered = {check for mutant in LOOP_MUTANTS for check in mutant.kills}
+        self.assertEqual(covered, set(StopAndGoConformance.check_names()) - {"test_elastic_resume"})
+
 
 if __name__ == "__main__":
     unittest.main()

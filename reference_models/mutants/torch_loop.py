@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from conformance import StopAndGoConformance, TrainingState
@@ -104,6 +104,37 @@ class RunMetadata:
     recipe: str = "gpt-loop"
 
 
+class RotatingValidationShards:
+    """Validates on the next of several shards at every pass, the pass counted in a module-level variable: a fresh
+    process after the preemption starts the rotation again."""
+
+    def __init__(self, shards: int = 3) -> None:
+        self.loaders = [DataLoader(SyntheticTokens(4, 16, 64, seed=20 + shard), batch_size=4) for shard in range(shards)]
+
+    def __iter__(self) -> Any:
+        _VALIDATION_PASSES["count"] += 1
+        return iter(self.loaders[_VALIDATION_PASSES["count"] % len(self.loaders)])
+
+
+class SampleCounter:
+    """Counts the samples trained on for the recipe's consumed-samples report, but exports no state (its author
+    thought of it as a metric)."""
+
+    def __init__(self, per_step: int) -> None:
+        self.per_step = per_step
+        self.samples = 0
+
+    def on_train_step_end(self) -> None:
+        self.samples += self.per_step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+_VALIDATION_PASSES = {"count": 0}
 _STEPS_TAKEN = {"count": 0}  # a module-level step counter: a fresh process after the preemption starts it at 0
 
 
@@ -170,6 +201,29 @@ def _fabric_state_without_loader(cls: type, state: Any) -> dict[str, Any]:
     return {key: value for key, value in saved.items() if key != "loader"}
 
 
+def _at_learning_rate(learning_rate: float) -> Any:
+    """A ``train_step`` that sets every param group's learning rate to ``learning_rate`` first."""
+    def train_step(cls: type, state: TrainingState, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        for optimizer in state.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+        return GPTLoopRecipe.train_step.__func__(cls, state, batch)  # type: ignore[attr-defined]
+    return train_step
+
+
+def _rotating_validation(cls: type) -> TrainingState:
+    state = GPTLoopRecipe.make_training_state.__func__(cls)  # type: ignore[attr-defined]
+    return dataclasses.replace(state, val_loader=RotatingValidationShards())
+
+
+def _counted_state(cls: type) -> dict[str, Any]:
+    return {**GPTLoopRecipe.make_stateful.__func__(cls), "samples": SampleCounter(cls.global_batch_size)}
+
+
+def _counted_samples(cls: type, state: TrainingState) -> int:
+    return state.stateful["samples"].samples
+
+
 _EVERY_CHECK = frozenset(StopAndGoConformance.check_names())
 
 _MUTANTS: tuple[Mutant, ...] = (
@@ -224,6 +278,23 @@ _MUTANTS: tuple[Mutant, ...] = (
         may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(
+        "loop_validation_rotation_restarts", "validation rotates shards by a module-level pass counter",
+        _recipe("validation_rotation_restarts", make_training_state=_rotating_validation),
+        kills={"test_valid_inputs": "after the resume", "test_valid_outputs": "after the resume",
+               "test_valid_loss": "after the resume"},
+    ),
+    Mutant(
+        "loop_sample_counter_not_saved", "the consumed-samples counter keeps no state: it restarts at 0",
+        _recipe("sample_counter_not_saved", make_stateful=_counted_state, consumed_samples=_counted_samples),
+        kills={"test_initial_consumed_samples": "replays data", "test_consumed_samples": "after the resume"},
+    ),
+    Mutant(
+        "loop_loss_goes_nan", "a learning rate of 1e4: the loss is NaN within a few steps",
+        _recipe("loss_goes_nan", train_step=_at_learning_rate(1e4)),
+        kills={"test_runs_trained": "non-finite training loss"},
+        may_also_fail=_EVERY_CHECK,
+    ),
+    Mutant(
         "loop_checkpoint_pickles_objects", "save_state torch.saves a custom object: only an unpickling load reads it",
         _recipe("checkpoint_pickles_objects", save_state=_pickling_save, load_state=_pickling_load),
         kills={"test_checkpoint_contents": "cannot be read with weights-only loading"},
@@ -244,9 +315,11 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
 )
 
-#: The loop backend's mutants; the consumed-samples checks do not apply to its StatefulDataLoader recipes.
+#: The loop backend's mutants; the consumed-samples checks do not apply to its StatefulDataLoader recipes unless
+#: they report a count.
 LOOP_MUTANTS: tuple[Mutant, ...] = tuple(
-    dataclasses.replace(mutant, skips=mutant.skips | {"test_elastic_resume", "test_consumed_samples",
-                                                      "test_initial_consumed_samples"})
+    dataclasses.replace(mutant, skips=mutant.skips | {"test_elastic_resume"} | (
+        set() if "consumed_samples" in vars(mutant.conformance_class.__mro__[1])
+        else {"test_consumed_samples", "test_initial_consumed_samples"}))
     for mutant in _MUTANTS
 )
