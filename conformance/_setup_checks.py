@@ -69,4 +69,7 @@ def described(value: Any, expected: type | None = None) -> str:
         return "a DataLoader"
     if isinstance(value, torch.nn.Module) and not (expected is not None and isinstance(value, expected)):
         return f"a torch.nn.Module ({type(value).__qualname__})"
-    return f"a {type(value).__qualname__}" if value is not None else "None"
+    if value is None:
+        return "None"
+    name = type(value).__qualname__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

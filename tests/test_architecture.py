@@ -72,7 +72,8 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 #: Frameworks only backends (conformance.runs.<backend>) may import.
-FRAMEWORKS = frozenset({"lightning", "pytorch_lightning", "nemo", "megatron"})
+FRAMEWORKS = frozenset({"lightning", "pytorch_lightning", "lightning_fabric", "nemo", "megatron", "transformers",
+                        "accelerate"})
 
 #: Layers from the bottom; a module may import its own layer or a lower one.
 _LAYERS = ("conformance.training", "conformance.predictions", "conformance.runs", "conformance.suites")
@@ -116,7 +117,7 @@ class TestArchitecture(unittest.TestCase):
         self.assertEqual(spelled, [], "these modules pick a file format by its suffix instead of the registry")
 
     def test_suites_and_training_import_no_framework(self) -> None:
-        """Checks and evidence are framework-neutral: Lightning, NeMo and Megatron are the backends' business."""
+        """Checks and evidence are framework-neutral: Lightning, NeMo, Megatron and Transformers are the backends' business."""
         found = sorted(f"{module} imports {name}" for module, tree in self.sources.items()
                        if module.startswith(("conformance.suites", "conformance.training"))
                        for name in _external_imports(tree) if name.split(".")[0] in FRAMEWORKS)

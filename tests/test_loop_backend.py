@@ -21,7 +21,7 @@ from conformance.runs.loop.checkpoint_contents import read_values
 from reference_models import certify_loop
 from reference_models.recipes import GPTRecipe
 from reference_models.torch_loop import GPTLoopRecipe
-from tests.toy_suite import adopter
+from tests.toy_suite import SetupErrorAssertions, adopter
 
 
 def _state() -> TrainingState:
@@ -54,14 +54,7 @@ class TestBackendChoice(unittest.TestCase):
         self.assertIn("TestGPTLoopStopAndGo\n  backend: PyTorch loop\n", report.format_text())
 
 
-class TestLoopSetupErrors(unittest.TestCase):
-    def assertSetupError(self, cls: type, *phrases: str) -> None:
-        with self.assertRaises(ConformanceSetupError) as caught:
-            cls.validate_settings()
-            cls.validate_recipe()  # reached once the settings are right
-        for phrase in (cls.__qualname__, *phrases):
-            self.assertIn(phrase, str(caught.exception))
-
+class TestLoopSetupErrors(SetupErrorAssertions):
     def test_a_missing_train_step_is_named_with_no_lightning_hook_asked_for(self) -> None:
         cls = adopter(StopAndGoConformance, make_training_state=classmethod(lambda cls: _state()))
         with self.assertRaises(ConformanceSetupError) as caught:

@@ -7,10 +7,9 @@ import unittest
 from parameterized import parameterized
 
 from conformance import StopAndGoConformance
-from conformance.report import run_classes
 from reference_models.mutants import Mutant
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
-from tests.mutant_support import mutant_test_name
+from tests.mutant_support import assert_stop_and_go_mutant_killed, mutant_test_name
 
 
 class TestStopAndGoMutants(unittest.TestCase):
@@ -18,9 +17,7 @@ class TestStopAndGoMutants(unittest.TestCase):
     def test_killed(self, mutant: Mutant) -> None:
         if mutant.harmless_here():
             self.skipTest(mutant.harmless_here())
-        report = run_classes([mutant.conformance_class])
-        self.assertEqual(set(report.statuses()), set(StopAndGoConformance.check_names()), "every check ran once")
-        self.assertEqual(mutant.problems(report), [])
+        assert_stop_and_go_mutant_killed(self, mutant)
 
     def test_every_check_has_an_intended_mutant(self) -> None:
         covered = {check for mutant in STOP_AND_GO_MUTANTS for check in mutant.kills}

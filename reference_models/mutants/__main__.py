@@ -5,6 +5,7 @@ import importlib.util
 import sys
 
 from conformance import DataModuleResumeConformance, PredictionWriterConformance, StopAndGoConformance
+from conformance.runs.hf_trainer.backend import transformers_problem
 from reference_models.mutants import kill_table
 from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
 from reference_models.mutants.prediction import PREDICTION_MUTANTS
@@ -26,5 +27,9 @@ if importlib.util.find_spec("nemo") is not None:  # NeMo's MegatronStrategy, on 
     from reference_models.mutants.nemo import NEMO_MUTANTS
 
     table += "\n" + kill_table(NEMO_MUTANTS, StopAndGoConformance, coverage=False)
+if transformers_problem() is None:  # the Hugging Face Trainer backend needs transformers >= 5
+    from reference_models.mutants.hf_trainer import HF_TRAINER_MUTANTS
+
+    table += "\n" + kill_table(HF_TRAINER_MUTANTS, StopAndGoConformance, coverage=False)
 print(table)
 sys.exit(0 if "SURVIVED" not in table else 1)

@@ -15,7 +15,7 @@ from conformance.runs.backend import CheckpointUnreadable
 from conformance.runs.loop.checkpoint import is_dcp_checkpoint, read_checkpoint
 from conformance.training.recordstore import RecordStore
 
-__all__ = ["checkpoint_problems", "read_values"]
+__all__ = ["checkpoint_problems", "leaves", "read_values"]
 
 
 def read_values(path: Path) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def read_values(path: Path) -> dict[str, Any]:
         if is_dcp_checkpoint(path):
             return read_checkpoint(path)
         if path.is_file():
-            return dict(_leaves(torch.load(path, map_location="cpu", weights_only=True)))
+            return dict(leaves(torch.load(path, map_location="cpu", weights_only=True)))
     except Exception as exc:
         raise CheckpointUnreadable(
             f"the checkpoint at {path.name} cannot be read with weights-only loading: {type(exc).__name__}: "
@@ -35,9 +35,10 @@ def read_values(path: Path) -> dict[str, Any]:
                                "(with .metadata) nor a torch.save file: the kit cannot read it")
 
 
-def checkpoint_problems(values: Mapping[str, Any], records: Sequence[RecordStore], stop_step: int) -> list[str]:
+def checkpoint_problems(values: Mapping[str, Any], records: Sequence[RecordStore], stop_step: int,
+                        step_key: str = "step") -> list[str]:
     """Everything the checkpoint's ``values`` lack, saved after ``stop_step`` by a run whose ranks recorded
-    ``records`` (rank 0's records are the reference)."""
+    ``records`` (rank 0's records are the reference); the loop's step is an integer leaf called ``step_key``."""
     step = (stop_step,)
     tensors = [value for value in values.values() if isinstance(value, torch.Tensor)]
     problems = [f"the model's '{name}' is not in it (no tensor equal to the weights the run saved)"
@@ -55,10 +56,10 @@ def checkpoint_problems(values: Mapping[str, Any], records: Sequence[RecordStore
         data_state = store.read("saved_data_state", step)
         problems += [f"rank {rank}'s train-loader state is not in it (no tensor equal to its '{path}'): keep every "
                      "rank's loader state, under a key of its own (one key for all ranks keeps one rank's copy)"
-                     for path, value in _leaves(data_state)
+                     for path, value in leaves(data_state)
                      if isinstance(value, torch.Tensor) and not _held(value, tensors)][:1]
-    if not _has_leaf(values, "step", stop_step):
-        problems.append(f"the loop's step ({stop_step}) is not in it: no integer 'step' among its values")
+    if not _has_leaf(values, step_key, stop_step):
+        problems.append(f"the loop's step ({stop_step}) is not in it: no integer '{step_key}' among its values")
     return problems
 
 
@@ -73,13 +74,13 @@ def _has_leaf(values: Mapping[str, Any], name: str, expected: int) -> bool:
                for key, value in values.items())
 
 
-def _leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, leaf) of a nested structure of dicts and lists."""
     if isinstance(value, Mapping):
         for key, item in value.items():
-            yield from _leaves(item, f"{prefix}{key}.")
+            yield from leaves(item, f"{prefix}{key}.")
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from _leaves(item, f"{prefix}{index}.")
+            yield from leaves(item, f"{prefix}{index}.")
     else:
         yield prefix[:-1], value
