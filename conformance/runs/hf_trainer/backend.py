@@ -21,7 +21,11 @@ __all__ = ["HF_TRAINER", "TrainerBackend", "transformers_problem"]
 _REMEDIES = {
     "rng_state": "the random state differs where the step starts: let the Trainer restore its rng_state.pth (a "
                  "Trainer subclass overriding _load_rng_state or _save_checkpoint must keep doing so), and draw "
-                 "nothing from the global RNG in callbacks between the restore and the first resumed step",
+                 "nothing from the global RNG in callbacks between the restore and the first resumed step; on a "
+                 "mid-epoch resume the Trainer fetches the first resumed step's batches before it restores the RNG, "
+                 "so randomness drawn from the global RNG while batches are collated (DataCollatorForLanguageModeling "
+                 "masks, random crops in a collator) cannot resume exactly: derive it from (seed, sample index) in "
+                 "the dataset instead",
     "train_inputs": "the data position is not restored: keep ignore_data_skip=False and the same data_seed, seed "
                     "and batch settings in the resumed run, so the Trainer skips exactly the batches already trained",
     "learning_rate": "the learning rate differs: the LR scheduler's state (scheduler.pt) is not restored, or a "
