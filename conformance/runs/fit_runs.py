@@ -3,14 +3,17 @@ rank processes launched by the kit; each run's outcome per rank."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from conformance.runs.backend import FitPlan, RunOutcome
-from conformance.runs.processes import RankLog, finish_jobs, start_recipe_job
+from conformance.runs.processes import RankLog, SimulatedPreemption, finish_jobs, start_recipe_job
 from conformance.training.recordstore import RecordStore
 
-__all__ = ["FitLog", "run_fit_plans"]
+__all__ = ["FitLog", "fit_attempt", "run_fit_plans"]
 
 
 @dataclass
@@ -18,6 +21,27 @@ class FitLog(RankLog):
     """What a rank of a fit reports besides its records on disk."""
 
     seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def fit_attempt(plan: FitPlan, rank: int) -> Iterator[tuple[FitLog, RecordStore]]:
+    """One rank's attempt at ``plan`` in an emptied run folder: yields its log and record store, records the
+    recipe's failure (an interruption's own preemption is none) and the time taken, and closes the store."""
+    started = time.perf_counter()
+    log = FitLog(rank=rank)
+    run_dir = plan.rank_dir(rank)
+    shutil.rmtree(run_dir, ignore_errors=True)  # left by an attempt the launcher restarted (its port was taken)
+    run_dir.mkdir(parents=True)
+    store = plan.store(rank)
+    try:
+        yield log, store
+    except SimulatedPreemption:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
+        log.record_failure(exc)
+    finally:
+        store.close()  # also where a framework skipped the recorder's teardown
+        log.seconds = time.perf_counter() - started
 
 
 def run_fit_plans(module: str, recipe: type, plans: Sequence[FitPlan], *,

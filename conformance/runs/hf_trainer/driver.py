@@ -8,18 +8,17 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as transformers_logging
 
 from conformance.runs.backend import FitPlan, RunOutcome
-from conformance.runs.fit_runs import FitLog, run_fit_plans
+from conformance.runs.fit_runs import FitLog, fit_attempt, run_fit_plans
 from conformance.runs.hf_trainer.observer import TrainerObserver
-from conformance.runs.processes import SimulatedPreemption, recipe_rank_main
+from conformance.runs.processes import recipe_rank_main
 from conformance.training.recorder import StepRecorder
 from conformance.training.rng import seed_everything
 
@@ -47,30 +46,19 @@ def quiet_transformers() -> Iterator[None]:
 
 def trainer_fit_run(recipe: type, plan: FitPlan, rank: int = 0) -> FitLog:
     """Seed, build the recipe's Trainer afresh and train it (resumed from ``plan.resume_from`` when set) as rank
-    ``rank``; an interruption's own preemption is not an error."""
-    started = time.perf_counter()
-    log = FitLog(rank=rank)
-    shutil.rmtree(plan.rank_dir(rank), ignore_errors=True)  # left by an attempt the launcher restarted
-    plan.rank_dir(rank).mkdir(parents=True)
-    store = plan.store(rank)
-    observer: TrainerObserver | None = None
-    try:
-        with quiet_transformers():
-            seed_everything(plan.seed)
-            trainer = recipe.make_trainer(str(output_dir(plan, rank)), plan.max_steps)
-            observer = TrainerObserver(plan, StepRecorder(store) if plan.record else None,
-                                       evaluates=trainer.eval_dataset is not None)
-            trainer.add_callback(observer)
+    ``rank``."""
+    with fit_attempt(plan, rank) as (log, store), quiet_transformers():
+        seed_everything(plan.seed)
+        trainer = recipe.make_trainer(str(output_dir(plan, rank)), plan.max_steps)
+        observer = TrainerObserver(plan, StepRecorder(store) if plan.record else None,
+                                   evaluates=trainer.eval_dataset is not None)
+        trainer.add_callback(observer)
+        for printer in (PrinterCallback, ProgressCallback):  # they only print the logs (to the test's stdout)
+            trainer.remove_callback(printer)
+        try:
             trainer.train(resume_from_checkpoint=plan.resume_from)
-    except SimulatedPreemption:
-        pass
-    except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
-        log.record_failure(exc)
-    finally:
-        if observer is not None:
+        finally:
             observer.detach()
-        store.close()
-    log.seconds = time.perf_counter() - started
     return log
 
 

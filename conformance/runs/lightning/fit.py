@@ -12,8 +12,6 @@ one per device the recipe's ``trainer_kwargs()`` asks for; each rank records int
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,12 +20,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 
 from conformance.runs.backend import FitPlan, RunOutcome
-from conformance.runs.fit_runs import FitLog, run_fit_plans
+from conformance.runs.fit_runs import FitLog, fit_attempt, run_fit_plans
 from conformance.runs.lightning.callbacks import (
     InterruptAfterStep,
     Interruption,
     ProgressPrinter,
-    SimulatedPreemption,
     StallGuard,
 )
 from conformance.runs.lightning.recorder import TrainingRecorder
@@ -62,42 +59,28 @@ class Recipe(Protocol):
 
 
 def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
-    """Seed, build the recipe afresh and ``fit`` it as rank ``rank`` of this process's world; an interruption's
-    own preemption is not an error."""
-    started = time.perf_counter()
-    log = FitLog(rank=rank)
-    run_dir = plan.rank_dir(rank)
-    shutil.rmtree(run_dir, ignore_errors=True)  # left by an attempt the launcher restarted (its port was taken)
-    run_dir.mkdir(parents=True)
-    callbacks = [*recipe.make_callbacks(), StallGuard()]
-    store = plan.store(rank)
-    if plan.record:
-        callbacks.append(TrainingRecorder(store, recipe.consumed_samples))
-    if plan.stop_step is not None:
-        callbacks.append(InterruptAfterStep(Interruption(plan.stop_step, plan.interruption, Path(plan.checkpoint))))
-    if os.environ.get("CONFORMANCE_PROGRESS") and rank == 0:
-        callbacks.append(ProgressPrinter(plan.name, plan.max_steps))
+    """Seed, build the recipe afresh and ``fit`` it as rank ``rank`` of this process's world."""
     recipe_kwargs = trainer_kwargs_of(recipe, plan)
-    with quiet_lightning(), seeded(plan.seed), run_context(recipe_kwargs):
-        try:
-            model = recipe.make_model()
-            datamodule = recipe.make_datamodule()
-            has_checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
-            if world_size_of(recipe_kwargs) > 1:
-                recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),
-                                                                  process_group_timeout())
-            trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS,
-                                    run_defaults={"enable_checkpointing": has_checkpointing, **plan.trainer_defaults},
-                                    run_settings={"max_steps": plan.max_steps, "max_epochs": -1, "callbacks": callbacks,
-                                                  "default_root_dir": str(run_dir)})
-            trainer.fit(model, datamodule=datamodule, ckpt_path=plan.resume_from)
-        except SimulatedPreemption:
-            pass
-        except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
-            log.record_failure(exc)
-        finally:
-            store.close()  # where Lightning skipped the recorder's teardown
-    log.seconds = time.perf_counter() - started
+    with fit_attempt(plan, rank) as (log, store), quiet_lightning(), seeded(plan.seed), run_context(recipe_kwargs):
+        callbacks = [*recipe.make_callbacks(), StallGuard()]
+        if plan.record:
+            callbacks.append(TrainingRecorder(store, recipe.consumed_samples))
+        if plan.stop_step is not None:
+            callbacks.append(InterruptAfterStep(Interruption(plan.stop_step, plan.interruption,
+                                                             Path(plan.checkpoint))))
+        if os.environ.get("CONFORMANCE_PROGRESS") and rank == 0:
+            callbacks.append(ProgressPrinter(plan.name, plan.max_steps))
+        model = recipe.make_model()
+        datamodule = recipe.make_datamodule()
+        has_checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
+        if world_size_of(recipe_kwargs) > 1:
+            recipe_kwargs["strategy"] = rank_process_strategy(recipe_kwargs.get("strategy", "auto"),
+                                                              process_group_timeout())
+        trainer = build_trainer(recipe_kwargs, owned=OWNED_TRAINER_KWARGS,
+                                run_defaults={"enable_checkpointing": has_checkpointing, **plan.trainer_defaults},
+                                run_settings={"max_steps": plan.max_steps, "max_epochs": -1, "callbacks": callbacks,
+                                              "default_root_dir": str(plan.rank_dir(rank))})
+        trainer.fit(model, datamodule=datamodule, ckpt_path=plan.resume_from)
     return log
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from conformance.runs.backend import FitPlan, RunOutcome
-from conformance.runs.fit_runs import FitLog, run_fit_plans
+from conformance.runs.fit_runs import FitLog, fit_attempt, run_fit_plans
 from conformance.runs.loop.checkpoint import load_training_state, quiet, save_training_state
 from conformance.runs.loop.state import TrainingState, loader_state
 from conformance.runs.processes import (
@@ -209,29 +207,14 @@ def _process_group() -> Iterator[None]:
 
 
 def loop_fit_run(recipe: type, plan: FitPlan, rank: int = 0) -> FitLog:
-    """Seed, build the recipe's state afresh, restore it when the run resumes, and train it as rank ``rank``; an
-    interruption's own preemption is not an error."""
-    started = time.perf_counter()
-    log = FitLog(rank=rank)
-    run_dir = plan.rank_dir(rank)
-    shutil.rmtree(run_dir, ignore_errors=True)  # left by an attempt the launcher restarted (its port was taken)
-    run_dir.mkdir(parents=True)
-    store = plan.store(rank)
-    try:
-        with _process_group(), quiet():
-            seed_everything(plan.seed)
-            state = recipe.make_training_state()
-            if plan.resume_from is not None:
-                load_state(recipe, state, Path(plan.resume_from))
-            _KitLoop(recipe, state, plan, StepRecorder(store) if plan.record else None).run(
-                resumed=plan.resume_from is not None)
-    except SimulatedPreemption:
-        pass
-    except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks
-        log.record_failure(exc)
-    finally:
-        store.close()
-    log.seconds = time.perf_counter() - started
+    """Seed, build the recipe's state afresh, restore it when the run resumes, and train it as rank ``rank``."""
+    with fit_attempt(plan, rank) as (log, store), _process_group(), quiet():
+        seed_everything(plan.seed)
+        state = recipe.make_training_state()
+        if plan.resume_from is not None:
+            load_state(recipe, state, Path(plan.resume_from))
+        _KitLoop(recipe, state, plan, StepRecorder(store) if plan.record else None).run(
+            resumed=plan.resume_from is not None)
     return log
 
 
