@@ -19,7 +19,8 @@ from pathlib import Path
 from conformance.report import run_classes
 from conformance.suites._base import ConformanceSuite
 
-DEFAULT_MODULES = ("reference_models.certify", "reference_models.certify_loop", "reference_models.certify_hf")
+DEFAULT_MODULES = ("reference_models.certify", "reference_models.certify_loop", "reference_models.certify_loader",
+                   "reference_models.certify_hf")
 
 
 def conformance_classes(module_name: str) -> list[type[unittest.TestCase]]:

@@ -11,7 +11,8 @@ from torch.utils.data.dataloader import default_collate
 
 from conformance import ConformanceSetupError, DataModuleResumeConformance
 from conformance.report import run_classes
-from conformance.runs.lightning.probe import ProbePlan, run_probe
+from conformance.runs.data_probe import ProbePlan
+from conformance.runs.lightning.probe import run_probe
 from conformance.runs.processes import importable_name
 from reference_models.data import SyntheticDataModule
 

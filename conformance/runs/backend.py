@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from conformance.training.recordstore import RecordStore
 
-__all__ = ["Backend", "CheckpointUnreadable", "FitPlan", "RunOutcome"]
+__all__ = ["Backend", "CheckpointUnreadable", "FitPlan", "RecipeBackend", "RunOutcome"]
 
 
 @dataclass(frozen=True)
@@ -66,29 +66,35 @@ class RunOutcome:
     failed_at: float | None = None
 
 
-class Backend(Protocol):
-    """How the kit trains, interrupts, resumes and inspects a recipe of one framework or loop style."""
+class RecipeBackend(Protocol):
+    """What every suite asks the backend of its class, whatever the suite runs: hooks, labels, set-up problems."""
 
     #: Classmethod hooks a recipe of this backend must define.
     required_hooks: ClassVar[tuple[str, ...]]
     #: Checks whose fact does not exist for this backend, with the reason shown in reports (never a silent skip).
     not_applicable: ClassVar[Mapping[str, str]]
+
+    def label(self, recipe: type) -> str:
+        """Shown in every report beside the class: which backend certified it ("Lightning", "PyTorch loop")."""
+    def environment_label(self, recipe: type) -> str | None:
+        """How reports must qualify the recipe's runs (e.g. an emulation), or None when they are what they say."""
+    def settings_problems(self, recipe: type) -> list[str]:
+        """Problems with the recipe's backend-specific settings, found without building anything."""
+    def recipe_problems(self, recipe: type) -> list[str]:
+        """Problems with what the recipe's hooks return, found by calling them before anything runs."""
+
+
+class Backend(RecipeBackend, Protocol):
+    """How the kit trains, interrupts, resumes and inspects a recipe of one framework or loop style."""
+
     #: Why the consumed-samples checks do not apply when the recipe's data reports no such count (None: they fail,
     #: with the hint of the stream table, because this backend's data must report it).
     unreported_consumed_samples: ClassVar[str | None]
 
-    def label(self, recipe: type) -> str:
-        """Shown in every report beside the class: which backend certified it ("Lightning", "PyTorch loop")."""
-    def settings_problems(self, recipe: type) -> list[str]:
-        """Problems with the recipe's backend-specific settings, found without building anything."""
-    def recipe_problems(self, recipe: type) -> list[str]:
-        """Problems with what the recipe's hooks return, found by calling them before anything trains."""
     def fit_problems(self, recipe: type) -> list[str]:
         """Problems of the recipe's training runs beyond what its hooks build (stop-and-go only)."""
     def world_size(self, recipe: type) -> int:
         """Rank processes per run of the recipe."""
-    def environment_label(self, recipe: type) -> str | None:
-        """How reports must qualify the recipe's runs (e.g. an emulation), or None when they are what they say."""
     def runs_in_process(self, recipe: type) -> bool:
         """Whether the recipe's runs may happen in the test process (otherwise each is a set of rank processes)."""
     def run_fits(self, recipe: type, plans: Sequence[FitPlan], *, in_process: bool, deadline_s: float

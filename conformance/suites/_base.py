@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 from conformance._setup_checks import mixin_order_problem, resumable_datamodule_problems
 from conformance.compare import Tolerance
 from conformance.errors import ConformanceSetupError
-from conformance.runs.backend import Backend
+from conformance.runs.backend import RecipeBackend
 from conformance.runs.backends import backend_for
-from conformance.suites._assertions import CheckAssertions
+from conformance.suites._assertions import NOT_APPLICABLE, CheckAssertions
 from conformance.suites._expected_failures import mark_expected_failures
 from conformance.training.data import datamodule_consumed_samples
 
@@ -108,7 +108,7 @@ class ConformanceSuite(CheckAssertions):
         """Suite-specific work done once per class (training runs, ...), after validation."""
 
     @classmethod
-    def backend(cls) -> Backend:
+    def backend(cls) -> RecipeBackend:
         """The backend that runs this class's recipe, chosen from the hooks it defines."""
         return backend_for(cls)
 
@@ -196,6 +196,12 @@ class ConformanceSuite(CheckAssertions):
         return problems
 
     # --- helpers for checks --------------------------------------------------------------------------------
+    def _skip_if_not_applicable(self) -> None:
+        """Report the running check as not applicable, with the backend's reason, where its fact does not exist."""
+        reason = self.backend().not_applicable.get(self.check_name)
+        if reason is not None:
+            self.skipTest(f"{NOT_APPLICABLE}{reason}")
+
     #: The suite's own per-check defaults, under the adopter's ``atol``/``rtol`` and ``tolerances``.
     default_tolerances: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 

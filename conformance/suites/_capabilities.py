@@ -2,7 +2,8 @@
 
 Checks never probe a writer or a data module with ``hasattr``/``getattr`` themselves: a suite reads the
 capabilities below from a freshly built object in ``prepare`` and its checks consult the result. Each field says
-what an adopter's object declares, and what it changes in the verdicts.
+what an adopter's object declares, and what it changes in the verdicts. (What data under
+DataModuleResumeConformance declares depends on its backend: :class:`conformance.runs.data_probe.DataCapabilities`.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from conformance.predictions.collate import CollationDims
 
-__all__ = ["DataModuleCapabilities", "WriterCapabilities"]
+__all__ = ["WriterCapabilities"]
 
 
 @dataclass(frozen=True)
@@ -38,26 +39,3 @@ class WriterCapabilities:
         resumes = getattr(writer, "supports_resume", None)
         return cls(type(writer).__qualname__, callable(getattr(writer, "replace", None)),
                    dims if isinstance(dims, CollationDims) else CollationDims(), None if resumes is None else bool(resumes))
-
-
-@dataclass(frozen=True)
-class DataModuleCapabilities:
-    """A data module, as DataModuleResumeConformance sees it."""
-
-    #: Where Lightning saves ``datamodule.state_dict()`` in a checkpoint: under the class's qualified name.
-    state_key: str
-    #: ``global_batch_size``: samples per optimizer step over all ranks (None when it has none).
-    global_batch_size: int | None
-    #: ``supports_elastic_resume``: True, False, or None when the data module does not say. False declares that a
-    #: checkpoint resumes only on the data-parallel size it was saved on: ``test_elastic_resume`` then requires
-    #: the documented refusal (:class:`conformance.ElasticResumeRefused`). True and None (undeclared) require the
-    #: same global sample stream on 1 and 2 ranks; a refusal then fails with a hint to declare False.
-    supports_elastic_resume: bool | None
-
-    @classmethod
-    def of(cls, datamodule: Any) -> DataModuleCapabilities:
-        """Read the capabilities of ``datamodule``."""
-        global_batch_size = getattr(datamodule, "global_batch_size", None)
-        elastic = getattr(datamodule, "supports_elastic_resume", None)
-        return cls(type(datamodule).__qualname__, None if global_batch_size is None else int(global_batch_size),
-                   None if elastic is None else bool(elastic))

@@ -1,35 +1,30 @@
-"""DataModuleResumeConformance: a data module restored from a checkpoint continues at exactly the next sample.
+"""DataModuleResumeConformance: data restored from a checkpoint continues at exactly the next sample.
 
-The data module is driven by real Lightning fits of a probe model that records only sample ids
-(:mod:`conformance.runs.lightning.probe`). The reference is an uninterrupted run of ``num_epochs`` epochs; every
-other run is compared with it step by step (the samples of one optimizer step, over all micro-batches and ranks).
-Runs that crash after a step save their checkpoint where ``ModelCheckpoint`` would.
+The data is drawn by the class's data backend (:mod:`conformance.runs.data_backends`): a Lightning data module
+(``make_datamodule``) through real Lightning fits of a probe model that records only sample ids, or a stateful
+loader (``make_loader``) that the kit iterates in its own epoch loop. The reference is an uninterrupted run of
+``num_epochs`` epochs; every other run is compared with it step by step (the samples of one optimizer step, over all
+micro-batches and ranks). Runs that crash after a step save their checkpoint first.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from conformance._setup_checks import batch_size_problems
 from conformance._text import listing
 from conformance.errors import ElasticResumeRefused
-from conformance.runs.lightning.probe import OWNED_TRAINER_KWARGS, ProbePlan, run_probe, strategy_problems
-from conformance.runs.lightning.sample_probe import ProbeLog
+from conformance.runs.data_backends import data_backend_for
+from conformance.runs.data_probe import DataBackend, DataCapabilities, ProbeLog, ProbePlan, consumed_problems
+from conformance.runs.lightning.probe import OWNED_TRAINER_KWARGS
 from conformance.sample_ids import default_sample_ids
 from conformance.suites._assertions import run_failures
 from conformance.suites._base import ConformanceSuite
-from conformance.suites._capabilities import DataModuleCapabilities
-from conformance.training.checkpoints import load_checkpoint, saved_checkpoint
 
 __all__ = ["DataModuleResumeConformance"]
 
 Steps = dict[int, list[int]]  # optimizer step number (1-based) -> sample ids it consumed, in order
-
-#: A data module's resume state must stay this small: it is checkpointed with every save.
-MAX_STATE_BYTES = 64 * 1024
 
 
 def step_samples(logs: list[ProbeLog]) -> Steps:
@@ -47,14 +42,15 @@ def step_epochs(logs: list[ProbeLog]) -> dict[int, int]:
 
 
 class DataModuleResumeConformance(ConformanceSuite, suite=True):
-    """Mixin certifying that a data module resumes at exactly the next sample, on any worker and rank count."""
+    """Mixin certifying that a data module or stateful loader resumes at exactly the next sample, on any worker and
+    rank count."""
 
-    required_hooks: ClassVar[tuple[str, ...]] = ("make_datamodule",)
+    required_hooks: ClassVar[tuple[str, ...]] = ("make_datamodule",)  # or make_loader: see hooks_required
     owned_trainer_kwargs: ClassVar[frozenset[str]] = OWNED_TRAINER_KWARGS
     #: Epochs of the uninterrupted reference run (at least 2: resume must also work in a later epoch).
     num_epochs: ClassVar[int] = 2
 
-    datamodule: ClassVar[DataModuleCapabilities]
+    datamodule: ClassVar[DataCapabilities]
     reference: ClassVar[list[ProbeLog]]
     interrupt_points: ClassVar[dict[str, int]]
     interrupted: ClassVar[dict[str, list[ProbeLog]]]
@@ -76,15 +72,33 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             )
         datamodule.num_workers = num_workers
 
+    @classmethod
+    def start_epoch(cls, loader: Any, epoch: int) -> None:
+        """(``make_loader`` recipes) Called before each epoch's ``iter(loader)``, as a training script does; default:
+        ``set_epoch(epoch)`` on the loader's sampler (or its batch sampler's sampler) where it has one, as
+        ``DistributedSampler`` needs to reshuffle."""
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for sampler in (getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)
+                return
+
     # --- set-up --------------------------------------------------------------------------------------------
     @classmethod
+    def backend(cls) -> DataBackend:
+        """The backend that draws this class's data, chosen from the hooks it defines."""
+        return data_backend_for(cls)
+
+    @classmethod
+    def hooks_required(cls) -> tuple[str, ...]:
+        """``make_loader`` for a stateful loader the kit iterates, otherwise ``make_datamodule``."""
+        return cls.backend().required_hooks
+
+    @classmethod
     def settings_problems(cls) -> list[str]:
-        problems = []
         if not isinstance(cls.num_epochs, int) or cls.num_epochs < 2:
-            problems.append(f"num_epochs must be an int >= 2, got {cls.num_epochs!r}: resume is also checked in "
-                            "epoch 2")
-        kwargs = cls.trainer_kwargs()
-        return problems + (strategy_problems(dict(kwargs)) if isinstance(kwargs, Mapping) else [])
+            return [f"num_epochs must be an int >= 2, got {cls.num_epochs!r}: resume is also checked in epoch 2"]
+        return []
 
     @classmethod
     def datamodule_problems(cls, datamodule: Any) -> list[str]:
@@ -94,8 +108,8 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     @classmethod
     def prepare(cls) -> None:
         """The uninterrupted reference, then a crash and a resume at each interrupt point."""
-        cls.datamodule = DataModuleCapabilities.of(cls.make_datamodule())
-        cls.reference = run_probe(cls, ProbePlan(max_epochs=cls.num_epochs))
+        cls.datamodule = cls.backend().capabilities(cls)
+        cls.reference = cls.probe(ProbePlan(max_epochs=cls.num_epochs))
         cls.interrupted, cls.resumed, cls.interrupt_points = {}, {}, {}
         if cls.reference[0].error is None:
             cls.interrupt_points = _interrupt_points(step_epochs(cls.reference))
@@ -103,20 +117,26 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                 cls.interrupted[name], cls.resumed[name] = cls._crash_and_resume(step, f"{name}.ckpt")
 
     @classmethod
+    def probe(cls, plan: ProbePlan) -> list[ProbeLog]:
+        """One probe run of the class's data; one log per rank."""
+        return cls.backend().run_probe(cls, plan)
+
+    @classmethod
     def _crash_and_resume(cls, step: int, checkpoint_name: str, *, world_size: int = 1,
                           resume_world_size: int | None = None, num_workers: int | None = None,
                           ) -> tuple[list[ProbeLog], list[ProbeLog]]:
         """Crash after ``step`` (checkpoint in the class's work folder), then resume, possibly on other ranks."""
         checkpoint = str(cls._work_dir / checkpoint_name)
-        interrupted = run_probe(cls, ProbePlan(cls.num_epochs, world_size=world_size, num_workers=num_workers,
+        interrupted = cls.probe(ProbePlan(cls.num_epochs, world_size=world_size, num_workers=num_workers,
                                                stop_after_step=step, checkpoint=checkpoint))
-        resumed = run_probe(cls, ProbePlan(cls.num_epochs, world_size=resume_world_size or world_size,
+        resumed = cls.probe(ProbePlan(cls.num_epochs, world_size=resume_world_size or world_size,
                                            num_workers=num_workers, resume_from=checkpoint))
         return interrupted, resumed
 
     # --- the checks ----------------------------------------------------------------------------------------
     def test_resume_continues_exactly(self) -> None:
         """At every interrupt point the resumed run draws exactly the uninterrupted run's samples, in order."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         problems = [problem for name in self.interrupt_points
                     for problem in self._trajectory_problems(name, expected, self.interrupted[name],
@@ -125,6 +145,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
 
     def test_no_sample_repeated_or_skipped(self) -> None:
         """Around every resume, each epoch uses every sample of the uninterrupted epoch exactly once."""
+        self._skip_if_not_applicable()
         self._reference_steps()
         reference_epochs = _samples_by_epoch(self.reference)
         problems = []
@@ -134,37 +155,50 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             after = _samples_by_epoch(self.resumed[name], first_step=step + 1)
             for epoch, expected in reference_epochs.items():
                 drawn = Counter(before.get(epoch, Counter())) + Counter(after.get(epoch, Counter()))
-                missing = sorted((expected - drawn).elements())
-                repeated = sorted(sample for sample, count in drawn.items() if count > 1)
-                foreign = sorted(set(drawn) - set(expected))  # not in the epoch at all; repeats are listed above
-                for label, ids in (("skipped", missing), ("repeated", repeated), ("foreign", foreign)):
-                    if ids:
-                        problems.append(f"{name} (stop after step {step}), epoch {epoch}: {label} samples "
-                                        f"{listing(ids)}")
+                problems += _coverage_problems(f"{name} (stop after step {step}), epoch {epoch}", drawn, expected)
         self.conclude(problems, f"{len(reference_epochs)} epochs x {len(self.interrupt_points)} resumes")
 
     def test_num_workers(self) -> None:
-        """With 0 and with 2 loader worker processes, uninterrupted and resumed streams are the reference's."""
+        """With 0 and with 2 loader worker processes, uninterrupted and resumed streams are the reference's (for an
+        iterable dataset, whose order depends on the worker count by design, the 2-worker uninterrupted stream is
+        the resumed run's reference, and it must use every sample of each epoch exactly once)."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         step = self.interrupt_points["mid_epoch"]
         problems = []
         for workers in (0, 2):
             label = f"num_workers={workers}"
-            whole = run_probe(type(self), ProbePlan(self.num_epochs, num_workers=workers))
+            whole = self.probe(ProbePlan(self.num_epochs, num_workers=workers))
             interrupted, resumed = self._crash_and_resume(step, f"workers{workers}.ckpt", num_workers=workers)
-            problems += self._stream_problems(f"{label}, uninterrupted", expected, whole, ordered=True)
-            problems += self._trajectory_problems(f"{label}, mid_epoch", expected, interrupted, resumed,
+            if workers and self.datamodule.order_depends_on_workers:
+                problems += self._epoch_coverage_problems(f"{label}, uninterrupted", whole)
+                reference = step_samples(whole)
+            else:
+                problems += self._stream_problems(f"{label}, uninterrupted", expected, whole, ordered=True)
+                reference = expected
+            problems += self._trajectory_problems(f"{label}, mid_epoch", reference, interrupted, resumed,
                                                   ordered=True)
             if not run_failures(label, interrupted + resumed):
-                saved = self._checkpoint_state(f"workers{workers}.ckpt") or {}
-                problems += self._consumed_problems(f"{label}: the checkpoint of step {step} holds", step,
-                                                    saved.get("consumed_samples"))
+                saved = self.backend().saved_consumed_samples(type(self), self._work_dir / f"workers{workers}.ckpt")
+                problems += self._consumed_problems(f"{label}: the checkpoint of step {step} holds", step, saved)
                 problems += self._consumed_problems(f"{label}, mid_epoch: at the start of the resumed run the data "
                                                     "module reports", step, _start_consumed(resumed))
-        self.conclude(problems, "num_workers 0 and 2, uninterrupted and resumed, consumed samples included")
+        order = (" (an iterable dataset: the 2-worker run is its own order's reference)"
+                 if self.datamodule.order_depends_on_workers else "")
+        self.conclude(problems, f"num_workers 0 and 2, uninterrupted and resumed{order}{self._consumed_note()}")
+
+    def _epoch_coverage_problems(self, name: str, logs: list[ProbeLog]) -> list[str]:
+        """Problems unless every epoch of ``logs`` uses every sample of the reference's epoch exactly once."""
+        failures = run_failures(name, logs)
+        if failures:
+            return failures
+        drawn = _samples_by_epoch(logs)
+        return [problem for epoch, expected in _samples_by_epoch(self.reference).items()
+                for problem in _coverage_problems(f"{name}, epoch {epoch}", drawn.get(epoch, Counter()), expected)]
 
     def test_multi_epoch_shuffle(self) -> None:
         """Epochs are shuffled differently, and a resume in a later epoch continues that epoch's own order."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         orders: dict[int, list[int]] = {}
         for step, epoch in step_epochs(self.reference).items():
@@ -183,13 +217,14 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
     def test_repeated_resumes(self) -> None:
         """Resume, train, save, resume again (three times, the last in the second epoch): samples and consumed
         samples stay exact across every resume."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         stops = [self.interrupt_points[name] for name in ("first_step", "mid_epoch", "mid_second_epoch")]
         chain = [("interrupted", self.interrupted["first_step"], 1, stops[0])]
         checkpoint = self._work_dir / "first_step.ckpt"
         for number, (resumed_at, stop) in enumerate(zip(stops, [*stops[1:], None]), start=2):
             saved = self._work_dir / f"resume_{number}.ckpt"
-            logs = run_probe(type(self), ProbePlan(self.num_epochs, resume_from=str(checkpoint),
+            logs = self.probe(ProbePlan(self.num_epochs, resume_from=str(checkpoint),
                                                    stop_after_step=stop, checkpoint=str(saved) if stop else None))
             chain.append((f"resumed at step {resumed_at}", logs, resumed_at + 1, stop or max(expected)))
             checkpoint = saved
@@ -202,10 +237,12 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
             if start > 1:
                 problems += self._consumed_problems(f"after resuming at step {start - 1} the data module reports",
                                                     start - 1, _start_consumed(logs))
-        self.conclude(problems, f"resumed after steps {', '.join(map(str, stops))} (the last in epoch 2)")
+        self.conclude(problems, f"resumed after steps {', '.join(map(str, stops))} (the last in epoch 2)"
+                                f"{self._consumed_note()}")
 
     def test_validation_starts_at_first_sample(self) -> None:
         """Every validation pass, including the first after each resume, is the uninterrupted run's first pass."""
+        self._skip_if_not_applicable()
         self._reference_steps()
         passes = _validation_passes(self.reference)
         if not passes:
@@ -223,31 +260,20 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         self.conclude(problems, f"{len(passes)} validation passes in the reference")
 
     def test_checkpoint_state(self) -> None:
-        """The data module's state is in each checkpoint, small, JSON-serialisable, and counts step x batch."""
+        """The data's state is in each checkpoint and loadable as checkpoints load it, small, and (where the data
+        keeps one) counts step x batch consumed samples."""
+        self._skip_if_not_applicable()
         self._reference_steps()
         problems = []
         for name, step in self.interrupt_points.items():
             self.require_succeeded(f"{name} interrupted", self.interrupted[name])
-            state = self._checkpoint_state(f"{name}.ckpt")
-            if state is None:
-                problems.append(f"{name}: no data-module state in the checkpoint (Lightning saves "
-                                "datamodule.state_dict() under the class name, and only when it is non-empty)")
-                continue
-            try:
-                size = len(json.dumps(state))
-            except (TypeError, ValueError) as exc:
-                problems.append(f"{name}: the data-module state is not JSON-serialisable ({exc}); keep it to "
-                                "plain ints, floats, strings, lists and dicts")
-                continue
-            if size > MAX_STATE_BYTES:
-                problems.append(f"{name}: the data-module state is {size} bytes as JSON; keep it under "
-                                f"{MAX_STATE_BYTES} (store positions, not sample lists)")
-            problems += self._consumed_problems(f"{name}: the checkpoint of step {step} holds", step,
-                                                state.get("consumed_samples"))
-        self.conclude(problems, f"{len(self.interrupt_points)} checkpoints")
+            found = self.backend().checkpoint_state_problems(type(self), self._work_dir / f"{name}.ckpt", step)
+            problems += [f"{name}: {problem}" for problem in found]
+        self.conclude(problems, f"{len(self.interrupt_points)} checkpoints{self._consumed_note()}")
 
     def test_state_restored_before_first_batch(self) -> None:
         """When the resumed run starts training, the data module already reports the restored position."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         problems = []
         for name, step in self.interrupt_points.items():
@@ -269,9 +295,10 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
 
     def test_data_parallel_streams(self) -> None:
         """On 2 ranks (real gloo processes) the ranks' samples are disjoint and together are the global stream."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         step = self.interrupt_points["mid_epoch"]
-        whole = run_probe(type(self), ProbePlan(self.num_epochs, world_size=2))
+        whole = self.probe(ProbePlan(self.num_epochs, world_size=2))
         interrupted, resumed = self._crash_and_resume(step, "dp2.ckpt", world_size=2)
         problems = self._rank_overlap_problems("2 ranks, uninterrupted", whole)
         problems += self._rank_overlap_problems("2 ranks, resumed", resumed)
@@ -281,11 +308,12 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
 
     def test_elastic_resume(self) -> None:
         """A checkpoint of 2 ranks resumes on 1 and one of 1 rank on 2, global batch fixed, same global stream."""
+        self._skip_if_not_applicable()
         expected = self._reference_steps()
         step = self.interrupt_points["mid_epoch"]
         two_to_one = self._crash_and_resume(step, "elastic21.ckpt", world_size=2, resume_world_size=1)
         one_to_two = (self.interrupted["mid_epoch"],
-                      run_probe(type(self), ProbePlan(self.num_epochs, world_size=2,
+                      self.probe(ProbePlan(self.num_epochs, world_size=2,
                                                 resume_from=str(self._work_dir / "mid_epoch.ckpt"))))
         cases = {"2 -> 1 ranks": two_to_one, "1 -> 2 ranks": one_to_two}
         declared = self.datamodule.supports_elastic_resume
@@ -342,17 +370,17 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                 problems.append(f"{name}: at step {step} ranks share samples {listing(sorted(shared))}")
         return problems
 
-    def _checkpoint_state(self, checkpoint_name: str) -> Any:
-        """The data module's state in one of the class's checkpoints (None when it is not there)."""
-        return load_checkpoint(saved_checkpoint(self._work_dir / checkpoint_name)).state.get(self.datamodule.state_key)
-
     def _consumed_problems(self, where: str, step: int, consumed: Any) -> list[str]:
-        """A problem unless ``consumed`` equals ``step`` global batches of samples."""
-        batch = self.datamodule.global_batch_size
-        expected = step * batch if batch is not None else None
-        if consumed == expected:
+        """A problem unless ``consumed`` equals ``step`` global batches; none where the backend's data keeps no
+        such count (:meth:`_consumed_note` says so in the check's detail)."""
+        if self.backend().unreported_consumed_samples is not None:
             return []
-        return [f"{where} consumed_samples={consumed!r}, expected {step} x {batch} = {expected}"]
+        return consumed_problems(where, step, consumed, self.datamodule.global_batch_size)
+
+    def _consumed_note(self) -> str:
+        """How a check's detail says whether consumed samples were part of it."""
+        reason = self.backend().unreported_consumed_samples
+        return ", consumed samples included" if reason is None else f"; consumed samples n/a: {reason}"
 
 
 def _refused_elastic_resume(log: ProbeLog) -> bool:
@@ -402,6 +430,15 @@ def _compare_steps(name: str, drawn: Steps, expected: Steps, *, ordered: bool) -
     message = (f"{name}: step {step} drew {what} {listing(drawn.get(step, []))}, the uninterrupted run "
                f"{listing(expected.get(step, []))}; {len(differing)} of {len(expected)} steps differ")
     return [message]
+
+
+def _coverage_problems(where: str, drawn: Counter, expected: Counter) -> list[str]:
+    """The samples of one epoch that ``drawn`` skipped, repeated, or took from outside the ``expected`` epoch."""
+    missing = sorted((expected - drawn).elements())
+    repeated = sorted(sample for sample, count in drawn.items() if count > 1)
+    foreign = sorted(set(drawn) - set(expected))  # not in the epoch at all; repeats are listed above
+    return [f"{where}: {label} samples {listing(ids)}"
+            for label, ids in (("skipped", missing), ("repeated", repeated), ("foreign", foreign)) if ids]
 
 
 def _samples_by_epoch(logs: list[ProbeLog], first_step: int = 1, last_step: int | None = None) -> dict[int, Counter]:

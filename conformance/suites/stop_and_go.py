@@ -22,7 +22,8 @@ import torch
 from conformance._text import indent
 from conformance.compare import ComparisonResult, compare
 from conformance.errors import ConformanceSetupError
-from conformance.runs.backend import CheckpointUnreadable, FitPlan, RunOutcome
+from conformance.runs.backend import Backend, CheckpointUnreadable, FitPlan, RunOutcome
+from conformance.runs.backends import backend_for
 from conformance.runs.processes import importable_name
 from conformance.sample_ids import SampleIdError, default_sample_ids
 from conformance.suites._assertions import NOT_APPLICABLE, run_failures
@@ -154,6 +155,11 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def recipe_problems(cls) -> list[str]:
         problems = super().recipe_problems()
         return problems or cls.backend().fit_problems(cls)
+
+    @classmethod
+    def backend(cls) -> Backend:
+        """The backend that trains this class's recipe, chosen from the hooks it defines."""
+        return backend_for(cls)
 
     @classmethod
     def hooks_required(cls) -> tuple[str, ...]:
@@ -399,12 +405,6 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def _hint(self, stream: str) -> str:
         """Why a run may have recorded nothing in ``stream``, in the backend's terms."""
         return self.backend().hints().get(stream, declared_stream(stream).hint)
-
-    def _skip_if_not_applicable(self) -> None:
-        """Report the running check as not applicable, with the backend's reason, where its fact does not exist."""
-        reason = self.backend().not_applicable.get(self.check_name)
-        if reason is not None:
-            self.skipTest(f"{NOT_APPLICABLE}{reason}")
 
     def _no_consumed_samples(self) -> NoReturn:
         """The data reports no consumed-samples count: not applicable where the backend says its loaders need not

@@ -9,12 +9,14 @@ from conformance.runs.hf_trainer.backend import transformers_problem
 from reference_models.mutants import kill_table
 from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
 from reference_models.mutants.prediction import PREDICTION_MUTANTS
+from reference_models.mutants.stateful_loader import LOADER_MUTANTS
 from reference_models.mutants.stop_and_go import STOP_AND_GO_MUTANTS
 from reference_models.mutants.torch_loop import LOOP_MUTANTS
 
 table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
                    kill_table(LOOP_MUTANTS, StopAndGoConformance, coverage=False),  # the loop backend's supplement
                    kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance),
+                   kill_table(LOADER_MUTANTS, DataModuleResumeConformance, coverage=False),  # the loader backend's
                    kill_table(PREDICTION_MUTANTS, PredictionWriterConformance)])
 if importlib.util.find_spec("megatron") is not None:  # the tensor-parallel mutants need megatron-core
     from reference_models.mutants.megatron import MEGATRON_MUTANTS

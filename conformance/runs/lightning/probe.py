@@ -16,20 +16,20 @@ in rank processes (:mod:`conformance.runs.nemo.strategy`).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
+from conformance.runs.data_probe import ProbeLog, ProbePlan
 from conformance.runs.lightning.callbacks import InterruptAfterStep, Interruption, SimulatedPreemption, StallGuard
-from conformance.runs.lightning.sample_probe import ProbeLog, SampleProbe
+from conformance.runs.lightning.sample_probe import SampleProbe
 from conformance.runs.lightning.trainer import build_trainer, quiet_lightning, run_context, seeded
 from conformance.runs.nemo.strategy import is_nemo_strategy
 from conformance.runs.processes import recipe_rank_main, run_recipe_ranks
 from conformance.training.checkpoints import saved_checkpoint
 
-__all__ = ["OWNED_TRAINER_KWARGS", "ProbePlan", "accumulation_steps", "run_probe", "strategy_problems"]
+__all__ = ["OWNED_TRAINER_KWARGS", "accumulation_steps", "run_probe", "strategy_problems"]
 
 #: Trainer arguments a probe run sets itself; a recipe's ``trainer_kwargs()`` may not set them.
 #: A recipe may set ``strategy`` only to NeMo's MegatronStrategy (:func:`strategy_problems`).
@@ -37,18 +37,6 @@ OWNED_TRAINER_KWARGS = frozenset({
     "devices", "num_nodes", "max_epochs", "max_steps", "accumulate_grad_batches", "val_check_interval",
     "callbacks", "use_distributed_sampler", "enable_checkpointing", "default_root_dir",
 })
-
-
-@dataclass(frozen=True)
-class ProbePlan:
-    """One probe run: how long, on how many ranks, with how many loader workers, interrupted or resumed."""
-
-    max_epochs: int
-    world_size: int = 1
-    num_workers: int | None = None
-    stop_after_step: int | None = None
-    checkpoint: str | None = None
-    resume_from: str | None = None
 
 
 def strategy_problems(trainer_kwargs: dict[str, Any]) -> list[str]:

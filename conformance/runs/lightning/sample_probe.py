@@ -5,25 +5,15 @@ NeMo's strategy)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from conformance.runs.processes import RankLog
+from conformance.runs.data_probe import ProbeLog
 
-__all__ = ["ProbeLog", "SampleProbe"]
-
-
-@dataclass
-class ProbeLog(RankLog):
-    """What one rank of a probe run saw."""
-
-    train: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (global step, epoch, ids)
-    valid: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (global step, batch index, ids)
-    start_state: dict[str, Any] | None = None
+__all__ = ["SampleProbe"]
 
 
 class SampleProbe(pl.LightningModule):

@@ -20,7 +20,8 @@ from megatron.core.transformer.module import MegatronModule
 from nemo.lightning.megatron_parallel import MaskedTokenLossReduction
 from nemo.lightning.pytorch.optim import MegatronOptimizerModule
 
-from conformance.runs.lightning.sample_probe import ProbeLog, SampleProbe
+from conformance.runs.data_probe import ProbeLog
+from conformance.runs.lightning.sample_probe import SampleProbe
 
 __all__ = ["NeMoSampleProbe"]
 
