@@ -197,25 +197,26 @@ if __name__ != "__main__":
 
     from conformance import StopAndGoConformance
 
-    class TestBertMLMCollateMaskingStopAndGo(StopAndGoConformance, unittest.TestCase):
+    class BertMLMRecipe:
+        """The recipe's Trainer under the kit: 10 steps, checkpoint and interruption after step 4."""
+
+        num_steps = 10
+        stop_step = 4
+        masking: str
+
+        @classmethod
+        def make_trainer(cls, output_dir: str, max_steps: int) -> Trainer:
+            return make_trainer(output_dir, max_steps, masking=cls.masking)
+
+    class TestBertMLMCollateMaskingStopAndGo(BertMLMRecipe, StopAndGoConformance, unittest.TestCase):
         """run_mlm.py's masking: DataCollatorForLanguageModeling draws from the global RNG at collate time."""
 
-        num_steps = 10
-        stop_step = 4
+        masking = "collate"
 
-        @classmethod
-        def make_trainer(cls, output_dir: str, max_steps: int) -> Trainer:
-            return make_trainer(output_dir, max_steps, masking="collate")
-
-    class TestBertMLMSampleMaskingStopAndGo(StopAndGoConformance, unittest.TestCase):
+    class TestBertMLMSampleMaskingStopAndGo(BertMLMRecipe, StopAndGoConformance, unittest.TestCase):
         """Masks derived from (seed, sample index) in the dataset; the collator only pads."""
 
-        num_steps = 10
-        stop_step = 4
-
-        @classmethod
-        def make_trainer(cls, output_dir: str, max_steps: int) -> Trainer:
-            return make_trainer(output_dir, max_steps, masking="sample")
+        masking = "sample"
 
 
 if __name__ == "__main__":

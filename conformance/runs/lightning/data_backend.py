@@ -52,7 +52,8 @@ class LightningDataBackend:
 
     def checkpoint_state_problems(self, recipe: type, checkpoint: Path, step: int) -> list[str]:
         """The data module's state must be in the checkpoint, JSON-serialisable, small, and count step x batch."""
-        state = self._state(recipe, checkpoint)
+        datamodule = recipe.make_datamodule()
+        state = _state(datamodule, checkpoint)
         if state is None:
             return [("no data-module state in the checkpoint (Lightning saves datamodule.state_dict() under the class "
                     "name, and only when it is non-empty)")]
@@ -66,16 +67,15 @@ class LightningDataBackend:
             problems.append(f"the data-module state is {size} bytes as JSON; keep it under {MAX_STATE_BYTES} (store "
                             "positions, not sample lists)")
         return problems + consumed_problems(f"the checkpoint of step {step} holds", step,
-                                            state.get("consumed_samples"), self.capabilities(recipe).global_batch_size)
+                                            state.get("consumed_samples"), getattr(datamodule, "global_batch_size", None))
 
     def saved_consumed_samples(self, recipe: type, checkpoint: Path) -> Any:
-        return (self._state(recipe, checkpoint) or {}).get("consumed_samples")
+        return (_state(recipe.make_datamodule(), checkpoint) or {}).get("consumed_samples")
 
-    @staticmethod
-    def _state(recipe: type, checkpoint: Path) -> Any:
-        """The data module's state in a checkpoint: Lightning keeps it under the class's qualified name."""
-        state_key = type(recipe.make_datamodule()).__qualname__
-        return load_checkpoint(saved_checkpoint(checkpoint)).state.get(state_key)
+
+def _state(datamodule: Any, checkpoint: Path) -> Any:
+    """The data module's state in a checkpoint: Lightning keeps it under the class's qualified name."""
+    return load_checkpoint(saved_checkpoint(checkpoint)).state.get(type(datamodule).__qualname__)
 
 
 #: The one instance suites use.

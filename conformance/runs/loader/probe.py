@@ -38,7 +38,7 @@ def loader_checkpoint(checkpoint: Path, rank: int) -> Path:
 
 @contextlib.contextmanager
 def quiet_torchdata() -> Iterator[None]:
-    """torchdata 0.11's deprecation warning on torch 2.13, printed at every ``iter()`` of a loader, off."""
+    """torchdata 0.11's deprecation warning on torch 2.13, printed by every ``StatefulDataLoader()``, off."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "'set_vital' is deprecated")
         yield
