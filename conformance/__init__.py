@@ -9,6 +9,7 @@ from conformance.predictions.manifest import write_rank_manifest
 from conformance.predictions.parquet_writer import ParquetPredictionWriter
 from conformance.predictions.reader import PredictionSet, read_predictions
 from conformance.predictions.writer import PredictionWriter
+from conformance.runs.attached.run import AttachedRun
 from conformance.runs.lightning.rng_callback import RNGStateCallback
 from conformance.runs.loop.state import LoopRNGState, TrainingState
 from conformance.suites.datamodule import DataModuleResumeConformance
@@ -18,6 +19,7 @@ from conformance.training.data import ConsumedSamplesBatchSampler, ResumableData
 from conformance.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
+    "AttachedRun",
     "ComparisonError",
     "ComparisonResult",
     "ConformanceSetupError",

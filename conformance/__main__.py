@@ -20,7 +20,7 @@ from conformance.report import run_classes
 from conformance.suites._base import ConformanceSuite
 
 DEFAULT_MODULES = ("reference_models.certify", "reference_models.certify_loop", "reference_models.certify_loader",
-                   "reference_models.certify_hf")
+                   "reference_models.certify_hf", "reference_models.certify_attached")
 
 
 def conformance_classes(module_name: str) -> list[type[unittest.TestCase]]:

@@ -73,7 +73,10 @@ class RankLog:
 
 
 def failure_text(exc: BaseException) -> str:
-    """How a run's failure is reported: the exception in one line, then the traceback being handled."""
+    """How a run's failure is reported: the exception in one line, then the traceback being handled; a set-up error
+    found while the run started (a hook's wrong call of the kit) as its message alone, which names the fix."""
+    if isinstance(exc, ConformanceSetupError):
+        return f"set-up error: {exc}"
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 

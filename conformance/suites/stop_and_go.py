@@ -231,8 +231,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def _not_started(cls, name: str, ranks: int) -> list[RunOutcome]:
-        error = (f"not started: the interrupted run saved no checkpoint because it never completed optimizer step "
-                 f"{cls.stop_step}")
+        error = (f"not started: the interrupted run left no checkpoint after optimizer step {cls.stop_step} (it "
+                 "never completed that step, or saved nothing where the kit asked)")
         return [RunOutcome(name, RecordStore(cls._work_dir / name / f"rank{rank}"), error, 0.0, rank)
                 for rank in range(ranks)]
 

@@ -43,7 +43,7 @@ class StepRecorder:
     def validation_batch_starts(self, key: Key, batch: Any) -> None:
         self.store.write("valid_inputs", key, batch)
 
-    def optimizer_step_ends(self, step: int, epoch: int, learning_rates: list[list[float]],
+    def optimizer_step_ends(self, step: int, epoch: float | None, learning_rates: list[list[float]],
                             consumed_samples: int | None, optimizer_states: Sequence[Any],
                             scheduler_states: Sequence[Any]) -> None:
         """Everything the loop and the optimizers hold after optimizer step ``step``."""

@@ -7,6 +7,7 @@ import sys
 from conformance import DataModuleResumeConformance, PredictionWriterConformance, StopAndGoConformance
 from conformance.runs.hf_trainer.backend import transformers_problem
 from reference_models.mutants import kill_table
+from reference_models.mutants.attached_trainer import ATTACHED_MUTANTS
 from reference_models.mutants.datamodule import DATAMODULE_MUTANTS
 from reference_models.mutants.prediction import PREDICTION_MUTANTS
 from reference_models.mutants.stateful_loader import LOADER_MUTANTS
@@ -15,6 +16,7 @@ from reference_models.mutants.torch_loop import LOOP_MUTANTS
 
 table = "\n".join([kill_table(STOP_AND_GO_MUTANTS, StopAndGoConformance),
                    kill_table(LOOP_MUTANTS, StopAndGoConformance, coverage=False),  # the loop backend's supplement
+                   kill_table(ATTACHED_MUTANTS, StopAndGoConformance, coverage=False),  # the attached backend's
                    kill_table(DATAMODULE_MUTANTS, DataModuleResumeConformance),
                    kill_table(LOADER_MUTANTS, DataModuleResumeConformance, coverage=False),  # the loader backend's
                    kill_table(PREDICTION_MUTANTS, PredictionWriterConformance)])

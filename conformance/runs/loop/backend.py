@@ -16,6 +16,7 @@ from conformance.runs.loop.checkpoint import quiet
 from conformance.runs.loop.checkpoint_contents import checkpoint_problems, read_values
 from conformance.runs.loop.driver import run_loop_fits
 from conformance.runs.loop.state import TrainingState
+from conformance.runs.ranked_backend import RankedBackend
 from conformance.training.recordstore import RecordStore
 
 __all__ = ["LOOP", "LoopBackend"]
@@ -50,7 +51,7 @@ _HINTS = {
 OPTIONAL_HOOKS = ("validation_step", "start_epoch", "save_state", "load_state")
 
 
-class LoopBackend:
+class LoopBackend(RankedBackend):
     """Runs recipes in the kit's own PyTorch loop (see the module docstring)."""
 
     required_hooks: ClassVar[tuple[str, ...]] = ("make_training_state", "train_step")
@@ -64,10 +65,7 @@ class LoopBackend:
         return "PyTorch loop"
 
     def settings_problems(self, recipe: type) -> list[str]:
-        problems = []
-        ranks = getattr(recipe, "num_ranks", 1)
-        if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 1:
-            problems.append(f"num_ranks must be an int >= 1 (rank processes per run), got {ranks!r}")
+        problems = self.ranks_problems(recipe)
         if recipe.elastic_resume_world_sizes:
             problems.append("elastic_resume_world_sizes is not supported for a loop the kit drives yet: remove it")
         for name in OPTIONAL_HOOKS:
@@ -105,18 +103,6 @@ class LoopBackend:
             problems.append("validation needs both a TrainingState val_loader and a validation_step(state, batch) "
                             "classmethod: give both or neither")
         return problems
-
-    def fit_problems(self, recipe: type) -> list[str]:
-        return []
-
-    def world_size(self, recipe: type) -> int:
-        return int(getattr(recipe, "num_ranks", 1))
-
-    def environment_label(self, recipe: type) -> str | None:
-        return None
-
-    def runs_in_process(self, recipe: type) -> bool:
-        return not recipe.resume_in_fresh_process and self.world_size(recipe) == 1
 
     def run_fits(self, recipe: type, plans: Sequence[FitPlan], *, in_process: bool, deadline_s: float
                  ) -> list[list[RunOutcome]]:
