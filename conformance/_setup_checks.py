@@ -40,9 +40,9 @@ def built_object_problems(hook: str, build: Callable[[], Any], expected: type, f
     return [], first
 
 
-def batch_size_problems(datamodule: Any, *, divisible_by_ranks: int = 1) -> list[str]:
+def batch_size_problems(datamodule: Any, *, divisible_by_ranks: int = 1, why: str = "") -> list[str]:
     """Megatron-style batch sizes: ``micro_batch_size`` and ``global_batch_size`` positive ints, the global batch
-    a multiple of micro batch x ``divisible_by_ranks``."""
+    a multiple of micro batch x ``divisible_by_ranks`` (``why``: the reason for that rank count, in parentheses)."""
     name = type(datamodule).__qualname__
     missing = [attribute for attribute in ("micro_batch_size", "global_batch_size")
                if not isinstance(getattr(datamodule, attribute, None), int) or getattr(datamodule, attribute) < 1]
@@ -51,16 +51,20 @@ def batch_size_problems(datamodule: Any, *, divisible_by_ranks: int = 1) -> list
                 "and rank) and global_batch_size (samples per optimizer step over all ranks) in its __init__")]
     micro, global_ = datamodule.micro_batch_size, datamodule.global_batch_size
     if global_ % (micro * divisible_by_ranks):
-        ranks = f" x {divisible_by_ranks} ranks" if divisible_by_ranks > 1 else ""
-        why = " (the data-parallel checks run on 2 ranks)" if divisible_by_ranks > 1 else ""
-        return [(f"{name}: global_batch_size {global_} is not a multiple of micro_batch_size {micro}{ranks} = "
-                f"{micro * divisible_by_ranks}{why}: choose sizes that divide")]
+        per_step = (f"micro_batch_size {micro} x {divisible_by_ranks} data-parallel ranks = "
+                    f"{micro * divisible_by_ranks}" if divisible_by_ranks > 1 else f"micro_batch_size {micro}")
+        reason = f" ({why})" if why else ""
+        return [(f"{name}: global_batch_size {global_} is not a multiple of {per_step}{reason}: choose sizes that "
+                "divide")]
     return []
 
 
-def resumable_datamodule_problems(datamodule: Any) -> list[str]:
-    """A :class:`ResumableDataModule` needs its batch sizes before it can build a loader."""
-    return batch_size_problems(datamodule) if isinstance(datamodule, ResumableDataModule) else []
+def resumable_datamodule_problems(datamodule: Any, data_parallel_ranks: int = 1) -> list[str]:
+    """A :class:`ResumableDataModule` needs its batch sizes, splitting over ``data_parallel_ranks``, before it can
+    build a loader."""
+    if not isinstance(datamodule, ResumableDataModule):
+        return []
+    return batch_size_problems(datamodule, divisible_by_ranks=data_parallel_ranks)
 
 
 def described(value: Any, expected: type | None = None) -> str:

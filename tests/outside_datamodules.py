@@ -36,6 +36,19 @@ class DeclaredRefusal(SyntheticDataModule):
     supports_elastic_resume = False
 
 
+class OwnRefusal(SyntheticDataModule):
+    """Declares that it does not resume on another world size and refuses in its own load_state_dict with its own
+    RuntimeError (production code that does not import a test kit)."""
+
+    supports_elastic_resume = False
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved, current = state_dict["data_parallel_size"], resolve_data_parallel(self.trainer)[1]
+        if saved != current:
+            raise RuntimeError(f"checkpoint of {saved} data-parallel ranks cannot resume on {current}")
+        super().load_state_dict(state_dict)
+
+
 class CountsDrawnSamples(SyntheticDataModule):
     """Counts consumed samples in its dataset's __getitem__: loader workers count in their own processes."""
 
@@ -71,4 +84,5 @@ Unrelated = _suite("Unrelated", ShardServerDownOnTwoRanks)
 Undeclared = _suite("Undeclared", UndeclaredButRefusing)
 DrawCounting = _suite("DrawCounting", CountsDrawnSamples)
 Refusing = _suite("Refusing", DeclaredRefusal)
+OwnRefusing = _suite("OwnRefusing", OwnRefusal)
 Correct = _suite("Correct", SyntheticDataModule)

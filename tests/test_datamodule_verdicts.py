@@ -24,7 +24,8 @@ class TestElasticResume(unittest.TestCase):
         self.assertEqual(result.status, "failed")
         self.assertIn("RuntimeError: the shard server is down", result.message)
         self.assertIn("in train_dataloader", result.message, "the rank's traceback is shown, not just its first line")
-        self.assertIn("only conformance.ElasticResumeRefused counts", result.message)
+        self.assertIn("a refusal of a different world size is conformance.ElasticResumeRefused, or an error raised "
+                      "through the data module's own load_state_dict before any resumed batch", result.message)
 
     def test_a_refusal_without_the_declaration_asks_for_it(self) -> None:
         result = outcome(outside.Undeclared, "test_elastic_resume")
@@ -33,6 +34,12 @@ class TestElasticResume(unittest.TestCase):
 
     def test_the_declared_refusal_passes(self) -> None:
         self.assertEqual(outcome(outside.Refusing, "test_elastic_resume").status, "passed")
+
+    def test_a_declared_refusal_with_the_data_modules_own_exception_passes_and_is_shown(self) -> None:
+        result = outcome(outside.OwnRefusing, "test_elastic_resume")
+        self.assertEqual(result.status, "passed", result.message)
+        self.assertIn("elastic resume refused, as declared (2 -> 1 ranks: RuntimeError: checkpoint of 2 "
+                      "data-parallel ranks cannot resume on 1", result.summary)
 
     def test_a_resumable_data_module_resumes_on_another_world_size(self) -> None:
         result = outcome(outside.Correct, "test_elastic_resume")

@@ -99,7 +99,8 @@ class TestReadErrors(QuietLightning, unittest.TestCase):
 
     def test_no_manifest_needs_allow_incomplete(self) -> None:
         (self.folder / MANIFEST).unlink()
-        with self.assertRaisesRegex(PredictionReadError, "no rank manifest.*pass allow_incomplete=True"):
+        with self.assertRaisesRegex(PredictionReadError, "no rank manifest.*a custom writer must call "
+                                    r"conformance\.write_rank_manifest.*pass allow_incomplete=True"):
             read_predictions(self.folder)
         result = read_predictions(self.folder, allow_incomplete=True)
         self.assertEqual((result.sample_ids.tolist(), result.complete), (list(range(10)), False))

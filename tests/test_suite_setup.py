@@ -199,7 +199,7 @@ class TestRecipeMistakesAreOneSetupError(unittest.TestCase):
     def test_global_batch_that_two_ranks_cannot_split(self) -> None:
         cls = type("Indivisible", (DataModuleResumeConformance, unittest.TestCase), {
             "make_datamodule": classmethod(lambda cls: SyntheticDataModule(micro_batch_size=4, global_batch_size=4))})
-        self.assertOneSetupError(cls, "global_batch_size 4 is not a multiple of micro_batch_size 4 x 2 ranks = 8 "
+        self.assertOneSetupError(cls, "global_batch_size 4 is not a multiple of micro_batch_size 4 x 2 data-parallel ranks = 8 "
                                       "(the data-parallel checks run on 2 ranks)")
 
     def test_a_writer_that_is_not_a_callback(self) -> None:

@@ -163,8 +163,10 @@ def _expected_samples(manifests: dict[tuple[int, int], dict[str, Any]], loader: 
         if allow_incomplete:
             return None, False
         raise PredictionReadError(f"{folder} has no rank manifest: the job did not finish (each rank writes its "
-                                  "manifest last), or another writer made these files. Re-run the job to resume "
-                                  "it, or pass allow_incomplete=True to read what is there")
+                                  "manifest last), or the writer that made these files writes none (a custom "
+                                  "writer must call conformance.write_rank_manifest when a rank's predictions are "
+                                  "complete). Re-run the job to resume it, or pass allow_incomplete=True to read "
+                                  "what is there")
     dp_size = max(manifest["dp_size"] for manifest in manifests.values())
     finished = {manifest["dp_rank"] for manifest in manifests.values()}
     missing_ranks = sorted(set(range(dp_size)) - finished)

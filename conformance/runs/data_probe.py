@@ -52,6 +52,10 @@ class DataCapabilities:
     #: Whether the order of the samples depends on the number of loader workers by design (an iterable dataset:
     #: each worker yields its own share, interleaved batch by batch). Map-style data keeps the sampler's order.
     order_depends_on_workers: bool = False
+    #: ``file:qualified name`` of the data's own restore methods (``load_state_dict`` of its classes, not of a
+    #: framework's or the kit's): an error raised through one of them before any resumed batch is the data's own
+    #: refusal to resume, whatever its type.
+    restore_functions: frozenset[str] = frozenset()
 
 
 class DataBackend(RecipeBackend, Protocol):

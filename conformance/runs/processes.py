@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import random
@@ -36,8 +37,8 @@ from conformance.errors import ConformanceSetupError
 from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
 
 __all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "SimulatedPreemption",
-           "exit_by_signal_as_planned", "failure_text", "finish_jobs", "importable_name", "process_group_timeout",
-           "recipe_rank_main", "run_recipe_ranks"]
+           "exit_by_signal_as_planned", "failure_text", "finish_jobs", "function_name", "importable_name",
+           "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
 
 #: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
 PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
@@ -49,6 +50,8 @@ RANK_PROCESS_ENV = "CONFORMANCE_RANK_PROCESS"
 #: A failed rank's report shows this much of the end of its output.
 OUTPUT_TAIL_CHARS = 4000
 _PORT_ATTEMPTS = 3
+#: The module name a script run as ``__main__`` gets in rank processes (multiprocessing's spawn uses the same).
+_SCRIPT_MODULE = "__mp_main__"
 #: Its own generator: drawing a port must not move the global RNG of a run in this process.
 _PORTS = random.SystemRandom()
 
@@ -64,12 +67,21 @@ class RankLog:
     killed_by_signal: int | None = None
     #: When the error was caught (seconds since the epoch: comparable between the ranks of one machine).
     failed_at: float | None = None
+    #: ``file:qualified function`` of every frame the error passed through, outermost first, so checks can tell
+    #: where it was raised (a recipe's own refusal, not its type).
+    raised_through: list[str] = field(default_factory=list)
 
     def record_failure(self, exc: BaseException) -> None:
         """Keep ``exc``, raised by the rank's run (call it inside the ``except`` block)."""
         self.failed_at = time.time()
         self.error = failure_text(exc)
         self.error_types = [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
+        self.raised_through = [function_name(frame.f_code) for frame, _ in traceback.walk_tb(exc.__traceback__)]
+
+
+def function_name(code: Any) -> str:
+    """``file:qualified name`` of a function's code object, as :attr:`RankLog.raised_through` lists frames."""
+    return f"{code.co_filename}:{code.co_qualname}"
 
 
 def failure_text(exc: BaseException) -> str:
@@ -336,8 +348,8 @@ def start_recipe_job(module: str, recipe: type, plan: Any, world_size: int, *, d
 def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: Callable[..., Plan]) -> None:
     """The body of a rank process: import the recipe, ``run_rank(recipe, plan, rank)``, write the log as JSON."""
     spec = json.loads(Path(sys.argv[1]).read_text())
-    module_name, qualname = spec["recipe"].split(":")
-    recipe = _resolve_name(importlib.import_module(module_name), qualname)
+    module_name, qualname = spec["recipe"].rsplit(":", 1)
+    recipe = _resolve_name(_import_recipe_module(module_name), qualname)
     if recipe is None:
         raise ConformanceSetupError(f"{qualname} is not defined when {module_name} is imported in a fresh process; "
                                     "define the conformance class at module level, not in a function or at run time")
@@ -352,18 +364,39 @@ def importable_name(recipe: type, owner_of: str = "make_datamodule") -> str:
     """``module:qualname`` of ``recipe``, or of the class in its MRO that defines ``owner_of``, if importable.
 
     Pass ``owner_of=""`` when the fresh process needs ``recipe`` itself.
+
+    A class of a script run as ``__main__`` (``python test_file.py``) is named by the script's path, which rank
+    processes import by path under another module name, as multiprocessing's spawn start method does.
     """
     owner = next((cls for cls in recipe.__mro__ if owner_of and owner_of in vars(cls)), recipe)
     for cls in (recipe, owner):
         module = sys.modules.get(cls.__module__)
-        if module is not None and _resolve_name(module, cls.__qualname__) is cls and cls.__module__ != "__main__":
+        if module is None or _resolve_name(module, cls.__qualname__) is not cls:
+            continue
+        if cls.__module__ != "__main__":
             return f"{cls.__module__}:{cls.__qualname__}"
+        script = getattr(module, "__file__", None)
+        if script is not None and script.endswith(".py"):
+            return f"{Path(script).resolve()}:{cls.__qualname__}"
     needed = (f"the class defining {owner_of} ({owner.__module__}.{owner.__qualname__})" if owner_of
               else f"{recipe.__module__}.{recipe.__qualname__}")
     raise ConformanceSetupError(
         f"{recipe.__qualname__}: its runs start fresh processes that import {needed}, but it cannot be imported by "
-        "that name; define it at module level in an importable module (not in a function, a test body or __main__)"
+        "that name; define it at module level in an importable module or script (not in a function or a test body)"
     )
+
+
+def _import_recipe_module(name: str) -> Any:
+    """The module ``name``, or the script at path ``name`` (a ``.py`` file) imported as ``__mp_main__``, its
+    ``if __name__ == "__main__":`` block not run."""
+    if not name.endswith(".py"):
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(_SCRIPT_MODULE, name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_SCRIPT_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _resolve_name(module: Any, qualname: str) -> Any:

@@ -86,8 +86,7 @@ class ConformanceSuite(CheckAssertions):
     def setUpClass(cls) -> None:
         """Validate the adopter's settings and hooks, then run what the suite needs once for all its checks."""
         super().setUpClass()  # type: ignore[misc]
-        cls.validate_settings()
-        cls.validate_recipe()
+        cls.validate()
         cls.check_details = {}
         cls.run_environment = cls.backend().environment_label(cls)
         cls.run_backend = cls.backend().label(cls)
@@ -124,11 +123,26 @@ class ConformanceSuite(CheckAssertions):
         return tuple(cls._suite_checks)
 
     @classmethod
+    def validate(cls) -> None:
+        """Raise one :class:`ConformanceSetupError` listing every problem of the settings and of what the hooks
+        return (hooks that cannot even be called while the settings are wrong add nothing to the list)."""
+        problems = cls._settings_problem_list()
+        try:
+            problems += cls.recipe_problems()
+        except Exception:
+            if not problems:
+                raise
+        _raise_if_any(problems, f"{cls.__qualname__} is not set up correctly")
+
+    @classmethod
     def validate_settings(cls) -> None:
         """Raise :class:`ConformanceSetupError` naming the class, the attribute and the fix for every problem."""
+        _raise_if_any(cls._settings_problem_list(), f"{cls.__qualname__} is not set up correctly")
+
+    @classmethod
+    def _settings_problem_list(cls) -> list[str]:
         problems = cls._hook_problems() + cls._expected_failure_problems() + cls._tolerance_problems()
-        problems += cls.backend().settings_problems(cls) + cls.settings_problems()
-        _raise_if_any(problems, f"{cls.__qualname__} is not set up correctly")
+        return problems + cls.backend().settings_problems(cls) + cls.settings_problems()
 
     @classmethod
     def settings_problems(cls) -> list[str]:
@@ -141,9 +155,10 @@ class ConformanceSuite(CheckAssertions):
         _raise_if_any(cls.recipe_problems(), f"{cls.__qualname__}'s hooks return what the kit cannot run")
 
     @classmethod
-    def datamodule_problems(cls, datamodule: Any) -> list[str]:
-        """Problems with what ``make_datamodule()`` built (suites that need more of it say so)."""
-        return resumable_datamodule_problems(datamodule)
+    def datamodule_problems(cls, datamodule: Any, data_parallel_ranks: int = 1) -> list[str]:
+        """Problems with what ``make_datamodule()`` built for runs on ``data_parallel_ranks`` (suites that need more
+        of it say so)."""
+        return resumable_datamodule_problems(datamodule, data_parallel_ranks)
 
     @classmethod
     def recipe_problems(cls) -> list[str]:
@@ -157,6 +172,9 @@ class ConformanceSuite(CheckAssertions):
             hook = inspect.getattr_static(cls, name, None)
             if hook is None:
                 problems.append(f"hook '{name}' is missing: define it as a @classmethod returning a fresh object")
+            elif inspect.ismethod(hook) and isinstance(hook.__self__, type):
+                problems.append(f"hook '{name}' is {hook.__self__.__qualname__}'s classmethod, copied already bound "
+                                f"to that class: subclass {hook.__self__.__qualname__} instead of copying its hook")
             elif not isinstance(hook, (classmethod, staticmethod)):
                 problems.append(f"hook '{name}' must be a @classmethod (runs are built once per class)")
         return problems

@@ -101,9 +101,9 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         return []
 
     @classmethod
-    def datamodule_problems(cls, datamodule: Any) -> list[str]:
+    def datamodule_problems(cls, datamodule: Any, data_parallel_ranks: int = 1) -> list[str]:
         """The data module needs Megatron-style batch sizes whose global batch splits over the two-rank runs."""
-        return batch_size_problems(datamodule, divisible_by_ranks=2)
+        return batch_size_problems(datamodule, divisible_by_ranks=2, why="the data-parallel checks run on 2 ranks")
 
     @classmethod
     def prepare(cls) -> None:
@@ -317,24 +317,35 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                                                 resume_from=str(self._work_dir / "mid_epoch.ckpt"))))
         cases = {"2 -> 1 ranks": two_to_one, "1 -> 2 ranks": one_to_two}
         declared = self.datamodule.supports_elastic_resume
-        problems = []
+        problems, refusals = [], []
         for label, (interrupted, resumed) in cases.items():
-            refused = any(_refused_elastic_resume(log) for log in resumed)
-            failures = run_failures(label, [log for log in interrupted + resumed if not _refused_elastic_resume(log)])
+            refusing = [log for log in resumed if self._refused_elastic_resume(log)]
+            refused = bool(refusing)
+            refusals += [f"{label}: {_first_line(log.error)}" for log in refusing[:1]]
+            failures = run_failures(label, [log for log in interrupted + resumed
+                                            if not self._refused_elastic_resume(log)])
             if failures:
-                problems += [f"{failure}\n  (only conformance.ElasticResumeRefused counts as refusing a different "
-                             "world size; any other failure of these runs is a failure)" for failure in failures]
+                problems += [f"{failure}\n  (a refusal of a different world size is conformance.ElasticResumeRefused, "
+                             "or an error raised through the data module's own load_state_dict before any resumed "
+                             "batch; any other failure of these runs is a failure)" for failure in failures]
             elif declared is False and not refused:
                 problems.append(f"{label}: the data module declares supports_elastic_resume = False but resumed "
                                 "without refusing; raise conformance.ElasticResumeRefused on a different world size")
             elif declared is not False and refused:
                 problems.append(f"{label}: the data module refused to resume on another world size "
-                                "(ElasticResumeRefused) but does not declare supports_elastic_resume = False; declare "
+                                f"({_first_line(refusing[0].error)}) but does not declare supports_elastic_resume = False; declare "
                                 "it if refusing is intended")
             elif declared is not False:
                 problems += self._trajectory_problems(label, expected, interrupted, resumed, ordered=False)
-        self.conclude(problems, "elastic resume refused, as declared" if declared is False
+        self.conclude(problems, f"elastic resume refused, as declared ({'; '.join(refusals)})" if declared is False
                       else "2 -> 1 and 1 -> 2 ranks keep the global stream")
+
+    def _refused_elastic_resume(self, log: ProbeLog) -> bool:
+        """Whether a rank ended with a refusal of a different world size: the documented
+        :class:`ElasticResumeRefused`, or any error raised through the data's own restore before any batch."""
+        documented = f"{ElasticResumeRefused.__module__}.{ElasticResumeRefused.__qualname__}" in log.error_types
+        own = not log.train and bool(set(log.raised_through) & self.datamodule.restore_functions)
+        return documented or own
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _reference_steps(self) -> Steps:
@@ -383,9 +394,8 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
         return ", consumed samples included" if reason is None else f"; consumed samples n/a: {reason}"
 
 
-def _refused_elastic_resume(log: ProbeLog) -> bool:
-    """Whether a rank ended with the documented refusal of a different world size."""
-    return f"{ElasticResumeRefused.__module__}.{ElasticResumeRefused.__qualname__}" in log.error_types
+def _first_line(error: str | None) -> str:
+    return (error or "").splitlines()[0] if error else ""
 
 
 def _start_consumed(logs: list[ProbeLog]) -> Any:

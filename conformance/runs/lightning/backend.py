@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import DDPStrategy
 
 from conformance._setup_checks import built_object_problems
+from conformance.errors import ConformanceSetupError
 from conformance.runs.backend import CheckpointUnreadable, FitPlan, RunOutcome
 from conformance.runs.lightning.checkpoint_contents import checkpoint_problems
 from conformance.runs.lightning.fit import run_fits
@@ -94,8 +96,17 @@ class LightningBackend:
                                                       pl.LightningDataModule, (
                 "return a lightning.pytorch.LightningDataModule that builds the loaders (its state_dict is what a "
                 "checkpoint keeps of the data position)"))
-            problems += found or recipe.datamodule_problems(datamodule)
+            problems += found or recipe.datamodule_problems(datamodule, self._data_parallel_ranks(recipe))
         return problems + callback_list_problems(recipe.make_callbacks)
+
+    def _data_parallel_ranks(self, recipe: type) -> int:
+        """The world size under plain DDP; 1 under a model-parallel strategy, whose data-parallel size is known only
+        once it runs."""
+        try:
+            world_size = self.world_size(recipe)
+        except ConformanceSetupError:
+            return 1  # reported by the settings check
+        return world_size if _is_data_parallel_only(_strategy(recipe)) else 1
 
     def fit_problems(self, recipe: type) -> list[str]:
         """Problems of the recipe's training runs beyond what its hooks build: the data split over ranks, NeMo's
@@ -145,6 +156,13 @@ class LightningBackend:
 
     def hints(self) -> Mapping[str, str]:
         return _HINTS
+
+
+def _is_data_parallel_only(strategy: Any) -> bool:
+    """Whether ``strategy`` splits every batch over all ranks (DDP), so its data-parallel size is the world size."""
+    if strategy is None or isinstance(strategy, str):
+        return strategy is None or strategy.startswith("ddp")
+    return type(strategy) is DDPStrategy
 
 
 def _strategy(recipe: type) -> Any:

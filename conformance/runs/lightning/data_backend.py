@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from conformance.runs.data_probe import MAX_STATE_BYTES, DataCapabilities, ProbeLog, ProbePlan, consumed_problems
 from conformance.runs.lightning.backend import LIGHTNING
 from conformance.runs.lightning.probe import run_probe, strategy_problems
+from conformance.runs.processes import function_name
 from conformance.training.checkpoints import load_checkpoint, saved_checkpoint
 
 __all__ = ["LIGHTNING_DATA", "LightningDataBackend"]
@@ -45,7 +46,8 @@ class LightningDataBackend:
         global_batch_size = getattr(datamodule, "global_batch_size", None)
         elastic = getattr(datamodule, "supports_elastic_resume", None)
         return DataCapabilities(None if global_batch_size is None else int(global_batch_size),
-                                None if elastic is None else bool(elastic))
+                                None if elastic is None else bool(elastic),
+                                restore_functions=own_restore_functions(type(datamodule)))
 
     def run_probe(self, recipe: type, plan: ProbePlan) -> list[ProbeLog]:
         return run_probe(recipe, plan)
@@ -80,3 +82,11 @@ def _state(datamodule: Any, checkpoint: Path) -> Any:
 
 #: The one instance suites use.
 LIGHTNING_DATA = LightningDataBackend()
+
+
+def own_restore_functions(datamodule_class: type) -> frozenset[str]:
+    """The ``load_state_dict`` methods the data module's own classes define (Lightning's and the kit's excluded)."""
+    return frozenset(
+        function_name(vars(cls)["load_state_dict"].__code__) for cls in datamodule_class.__mro__
+        if "load_state_dict" in vars(cls) and hasattr(vars(cls)["load_state_dict"], "__code__")
+        and cls.__module__.split(".", 1)[0] not in ("lightning", "pytorch_lightning", "conformance"))
