@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from conformance.training.recordstore import Key, RecordStore
 from conformance.training.rng import capture_rng_state
 
-__all__ = ["StepRecorder"]
+__all__ = ["RNG_DRAWN", "StepRecorder", "same_state"]
+
+#: Evidence beside the compared streams: per training micro-batch, whether its step drew random numbers.
+RNG_DRAWN = "rng_drawn"
 
 
 class StepRecorder:
@@ -21,6 +26,7 @@ class StepRecorder:
 
     def __init__(self, store: RecordStore) -> None:
         self.store = store
+        self._rng_at_start: dict[str, Any] | None = None
 
     def training_starts(self, step: int, consumed_samples: int | None, data_class: str | None,
                         weights: dict[str, Any]) -> None:
@@ -31,14 +37,19 @@ class StepRecorder:
 
     def micro_batch_starts(self, key: Key, batch: Any) -> None:
         """The RNG state and the batch as the step's code receives them (before any in-place change)."""
-        self.store.write("rng_state", key, capture_rng_state())
+        self._rng_at_start = capture_rng_state()
+        self.store.write("rng_state", key, self._rng_at_start)
         self.store.write("train_inputs", key, batch)
 
     def step_computed(self, phase: str, key: Key, outputs: list[Any], loss: Any) -> None:
         """What the model's forward returned inside a training (``phase="train"``) or validation (``"valid"``) step,
-        and the loss it returned."""
+        and the loss it returned; for a training step also whether it drew random numbers (``rng_drawn``: the RNG
+        states now differ from where it started)."""
         self.store.write(f"{phase}_outputs", key, outputs)
         self.store.write(f"{phase}_loss", key, loss)
+        if phase == "train" and self._rng_at_start is not None:
+            self.store.write(RNG_DRAWN, key, not same_state(self._rng_at_start, capture_rng_state()))
+            self._rng_at_start = None
 
     def validation_batch_starts(self, key: Key, batch: Any) -> None:
         self.store.write("valid_inputs", key, batch)
@@ -64,3 +75,15 @@ class StepRecorder:
 
     def close(self) -> None:
         self.store.close()
+
+
+def same_state(first: Any, second: Any) -> bool:
+    """Whether two RNG states (nested dicts, lists and tuples of tensors and plain values) are equal exactly."""
+    if isinstance(first, torch.Tensor) or isinstance(second, torch.Tensor):
+        return (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)
+                and first.shape == second.shape and first.dtype == second.dtype and torch.equal(first, second))
+    if isinstance(first, dict) and isinstance(second, dict):
+        return first.keys() == second.keys() and all(same_state(first[key], second[key]) for key in first)
+    if isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)):
+        return len(first) == len(second) and all(map(same_state, first, second))
+    return bool(first == second)
