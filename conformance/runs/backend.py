@@ -87,9 +87,9 @@ class RecipeBackend(Protocol):
 class Backend(RecipeBackend, Protocol):
     """How the kit trains, interrupts, resumes and inspects a recipe of one framework or loop style."""
 
-    #: Why the consumed-samples checks do not apply when the recipe's data reports no such count (None: they fail,
-    #: with the hint of the stream table, because this backend's data must report it).
-    unreported_consumed_samples: ClassVar[str | None]
+    #: Why the consumed-samples checks do not apply when the recipe's data reports no such count (a recipe is
+    #: never failed for the shape of its state; its data position is judged by its inputs).
+    unreported_consumed_samples: ClassVar[str]
 
     def fit_problems(self, recipe: type) -> list[str]:
         """Problems of the recipe's training runs beyond what its hooks build (stop-and-go only)."""

@@ -29,10 +29,11 @@ class StepRecorder:
         self._rng_at_start: dict[str, Any] | None = None
 
     def training_starts(self, step: int, consumed_samples: int | None, data_class: str | None,
-                        weights: dict[str, Any]) -> None:
-        """Where the run starts: its global step, the data's consumed samples and class, the model's weights."""
+                        weights: dict[str, Any], *, data_keeps_count: bool = False) -> None:
+        """Where the run starts: its global step, the data's consumed samples and class (``data_keeps_count``: its
+        own state holds the count, so its checkpoint must), the model's weights."""
         self.store.write("start", (step,), {"global_step": step, "consumed_samples": consumed_samples,
-                                            "datamodule_class": data_class})
+                                            "datamodule_class": data_class, "data_keeps_count": data_keeps_count})
         self.store.write("initial_weights", (step,), weights)
 
     def micro_batch_starts(self, key: Key, batch: Any) -> None:

@@ -44,9 +44,6 @@ _REMEDIES = {
 
 _HINTS = {
     "learning_rate": "no optimizer step used a learning rate: configure_optimizers() returned no optimizer",
-    "consumed_samples": "the data module reports no consumed samples: keep 'consumed_samples' in its state_dict() "
-                        "(conformance.ResumableDataModule does), override the consumed_samples(trainer) hook, "
-                        "or list the check in expected_failures with the reason",
     "train_outputs": "the LightningModule's forward was never called during training_step; call the model as "
                      "self(...) so the kit can observe its outputs",
     "train_inputs": "training_step received no batch",
@@ -66,8 +63,13 @@ class LightningBackend:
 
     required_hooks: ClassVar[tuple[str, ...]] = ("make_model", "make_datamodule")
     not_applicable: ClassVar[Mapping[str, str]] = {}
-    #: A Lightning data module that reports no consumed samples fails the consumed-samples checks with the hint.
-    unreported_consumed_samples: ClassVar[str | None] = None
+    #: A data module keeping no consumed-samples count (a torchdata StatefulDataLoader's position lives in
+    #: Lightning's loop state) is not failed for the shape of its state: its position is judged by the inputs.
+    unreported_consumed_samples: ClassVar[str] = (
+        "the data module keeps no consumed-samples count in its state_dict() (a stateful loader's position is in "
+        "Lightning's loop state); the data position is judged by test_train_inputs. Keep 'consumed_samples' in the "
+        "data module's state (conformance.ResumableDataModule does) or override consumed_samples(trainer) to have "
+        "the count checked")
 
     def label(self, recipe: type) -> str:
         """"Lightning", or "NeMo 2 MegatronStrategy" for a recipe on NeMo's strategy."""

@@ -44,8 +44,11 @@ def checkpoint_problems(checkpoint: SavedCheckpoint, records: Sequence[RecordSto
         problems += _part_problems(state, "optimizer_states", optimizers, stop_step)
     problems += _part_problems(state, "lr_schedulers", records[0].read("lr_scheduler_state", step), stop_step)
     consumed = records[0].read("consumed_samples", step)
-    datamodule_class = records[0].read("start", (0,))["datamodule_class"]
-    if consumed is not None:
+    start = records[0].read("start", (0,))
+    datamodule_class = start["datamodule_class"]
+    # a count the data module's own state keeps must be in its checkpoint entry; one the recipe derives elsewhere
+    # (its consumed_samples(trainer) hook) is not demanded there
+    if consumed is not None and start.get("data_keeps_count", True):
         saved = state.get(datamodule_class)
         if not isinstance(saved, dict) or saved.get("consumed_samples") != consumed:
             problems.append(f"the data module's state should be saved under '{datamodule_class}' with "

@@ -108,7 +108,8 @@ class TrainingRecorder(pl.Callback):
         step = trainer.global_step
         datamodule = getattr(trainer, "datamodule", None)
         self.steps.training_starts(step, self.consumed_samples(trainer),
-                                   None if datamodule is None else type(datamodule).__qualname__, pl_module.state_dict())
+                                   None if datamodule is None else type(datamodule).__qualname__, pl_module.state_dict(),
+                                   data_keeps_count=datamodule_consumed_samples(trainer) is not None)
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
