@@ -17,6 +17,8 @@ from conformance.report import run_classes
 from conformance.runs.attached.backend import ATTACHED
 from conformance.runs.attached.checkpoint_contents import folder_values
 from conformance.runs.backend import CheckpointUnreadable
+from conformance.runs.loop.checkpoint_contents import checkpoint_problems
+from conformance.training.recordstore import RecordStore
 from reference_models import certify_attached
 from tests.toy_suite import SetupErrorAssertions, adopter
 
@@ -85,13 +87,34 @@ class TestAttachedCheckpointFolders(unittest.TestCase):
         save_file({"head": torch.ones(2)}, str(step / "head.bin"))
         (step / "progress.json").write_text(json.dumps({"global_step": 4}))
         (step / "config.yaml").write_text("lr: 0.1\n")
-        values, files = folder_values(self.folder)
-        self.assertEqual(files, 4)
+        values, read, skipped = folder_values(self.folder)
+        self.assertEqual(read, ["step_4/model/ (DCP)", "step_4/head.bin", "step_4/progress.json",
+                                "step_4/trainer-rank0.pt"])
+        self.assertEqual(skipped, ["step_4/config.yaml"])
         self.assertTrue(torch.equal(values["step_4/model.model.weight"], torch.arange(3.0)))
         self.assertEqual(values["step_4/trainer-rank0_pt.step"], 4)
         self.assertTrue(torch.equal(values["step_4/head_bin.head"], torch.ones(2)))
         self.assertEqual(values["step_4/progress_json.global_step"], 4)
         self.assertFalse(any(key.startswith("step_4/config") for key in values))
+
+    def test_a_trainer_file_inside_a_dcp_folder_is_read_on_its_own(self) -> None:
+        # an outside trainer keeps its extra state beside DCP's files in one step_<N> folder (it was skipped)
+        dcp.save({"model": {"weight": torch.ones(2)}}, checkpoint_id=str(self.folder / "step_4"))
+        torch.save({"step": 4}, self.folder / "step_4" / "extra_rank0.pt")
+        values, read, _ = folder_values(self.folder)
+        self.assertEqual(read, ["step_4/ (DCP)", "step_4/extra_rank0.pt"])
+        self.assertEqual(values["step_4/extra_rank0_pt.step"], 4)
+
+    def test_a_loader_state_of_counts_only_is_held_by_its_integers(self) -> None:
+        records = RecordStore(self.folder / "records")
+        for stream, value in (("saved_weights", {}), ("optimizer_state", []), ("lr_scheduler_state", []),
+                              ("saved_data_state", {"_sampler_iter_yielded": 3, "_num_yielded": 3})):
+            records.write(stream, (4,), value)
+        self.assertEqual(checkpoint_problems({"trainer.step": 4, "trainer.loader._num_yielded": 3,
+                                              "trainer.loader._sampler_iter_yielded": 3}, [records], 4), [])
+        self.assertIn("rank 0's train-loader state is not in it (no integer '_num_yielded' equal to its 3)",
+                      "\n".join(checkpoint_problems({"trainer.step": 4, "trainer.loader._sampler_iter_yielded": 3},
+                                                    [records], 4)))
 
     def test_a_pickled_object_is_refused_not_unpickled(self) -> None:
         torch.save({"where": Path("x")}, self.folder / "extra.pt")

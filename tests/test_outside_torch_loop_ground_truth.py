@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from tests.process_runs import wait_for_all
+
 RECIPE = Path(__file__).with_name("outside_torch_loop.py")
 REPO_ROOT = RECIPE.parent.parent
 STEPS, STOP, EPOCH_STOP = 16, 7, 12  # 96 samples / batch 8 = 12 batches per epoch
@@ -39,16 +41,9 @@ def _command(out: Path, rng: str = "carry", stop_after: int | None = None, save:
 def _run_all(commands: dict[str, list[str]]) -> None:
     """Run the commands as concurrent processes; raise with the output of any that fails."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    procs = {name: subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-             for name, command in commands.items()}
-    failures = []
-    for name, proc in procs.items():
-        output, _ = proc.communicate(timeout=300)
-        if proc.returncode != 0:
-            failures.append(f"run {name!r} exited {proc.returncode}:\n{output}")
-    if failures:
-        raise RuntimeError("\n\n".join(failures))
+    wait_for_all({name: [subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)]
+                  for name, command in commands.items()})
 
 
 class TestOutsideTorchLoopResumesExactly(unittest.TestCase):

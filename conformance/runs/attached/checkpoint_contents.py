@@ -21,35 +21,54 @@ from conformance.training.recordstore import RecordStore
 __all__ = ["attached_checkpoint_problems", "folder_values"]
 
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
+#: The suffix of the data files torch.distributed.checkpoint's FileSystemWriter writes beside its .metadata.
+_DCP_DATA_SUFFIX = ".distcp"
 
 
 def attached_checkpoint_problems(folder: Path, records: Sequence[RecordStore], stop_step: int
                                  ) -> tuple[str, list[str]]:
     """(what was verified, every problem) of the checkpoint folder written after ``stop_step`` by a run whose
     ranks recorded ``records``; raises :class:`CheckpointUnreadable` when a state file cannot be read safely."""
-    values, files = folder_values(folder)
+    values, read, skipped = folder_values(folder)
+    listing = f"read {', '.join(read) or 'nothing'}" + (f"; not state, skipped: {', '.join(skipped)}" if skipped else "")
     if not values:
         return f"checkpoint folder {folder.name}: no state files", [
-            "it holds no DCP folder, torch.save, safetensors or JSON file: save the checkpoint in checkpoint_dir"]
-    return (f"checkpoint folder {folder.name}: {len(values)} values in {files} state files verified",
-            checkpoint_problems(values, records, stop_step))
+            (f"it holds no DCP folder, torch.save, safetensors or JSON file ({listing}): save the checkpoint in "
+            "checkpoint_dir")]
+    problems = checkpoint_problems(values, records, stop_step)
+    return (f"checkpoint folder {folder.name}: {len(values)} values verified ({listing})",
+            problems + ([f"({listing})"] if problems else []))
 
 
-def folder_values(folder: Path) -> tuple[dict[str, Any], int]:
-    """(every value under ``folder`` by its file's relative path and its flattened key, how many state files)."""
+def folder_values(folder: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(every value under ``folder`` by its file's relative path and its flattened key, the DCP folders and files
+    read, the files skipped as no state), relative paths."""
     values: dict[str, Any] = {}
     dcp_folders = sorted(path for path in [folder, *folder.rglob("*")] if path.is_dir() and is_dcp_checkpoint(path))
+    read, skipped = [], []
     for path in dcp_folders:
         values.update(_prefixed(path, folder, _read(path, read_checkpoint)))
-    files = [path for path in sorted(folder.rglob("*")) if path.is_file()
-             and not any(parent in dcp_folders for parent in path.parents)]
-    state_files = len(dcp_folders)
-    for path in files:
-        read = _reader(path)
-        if read is not None:
-            values.update(_prefixed(path, folder, dict(leaves(_read(path, read)))))
-            state_files += 1
-    return values, state_files
+        read.append(f"{_relative(path, folder)}/ (DCP)")
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or _is_dcp_part(path, dcp_folders):
+            continue
+        reader = _reader(path)
+        if reader is None:
+            skipped.append(_relative(path, folder))
+            continue
+        values.update(_prefixed(path, folder, dict(leaves(_read(path, reader)))))
+        read.append(_relative(path, folder))
+    return values, read, skipped
+
+
+def _is_dcp_part(path: Path, dcp_folders: list[Path]) -> bool:
+    """Whether ``path`` is a file of DCP's own in one of ``dcp_folders`` (its metadata or a data file); any other
+    file there (a trainer's extra state beside the DCP files) is read on its own."""
+    return path.parent in dcp_folders and (path.name == ".metadata" or path.suffix == _DCP_DATA_SUFFIX)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix() if path != folder else "."
 
 
 def _reader(path: Path) -> Any:

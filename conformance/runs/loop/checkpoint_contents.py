@@ -53,14 +53,23 @@ def checkpoint_problems(values: Mapping[str, Any], records: Sequence[RecordStore
         if position is not None and not _has_leaf(values, "last_epoch", position):
             problems.append(f"LR scheduler {index}'s position (last_epoch={position}) is not in it")
     for rank, store in enumerate(records):
-        data_state = store.read("saved_data_state", step)
-        problems += [f"rank {rank}'s train-loader state is not in it (no tensor equal to its '{path}'): keep every "
-                     "rank's loader state, under a key of its own (one key for all ranks keeps one rank's copy)"
-                     for path, value in leaves(data_state)
-                     if isinstance(value, torch.Tensor) and not _held(value, tensors)][:1]
+        problems += [f"rank {rank}'s train-loader state is not in it ({missing}): keep every rank's loader state, "
+                     "under a key of its own (one key for all ranks keeps one rank's copy)"
+                     for missing in _missing_loader_state(store.read("saved_data_state", step), values, tensors)][:1]
     if not _has_leaf(values, step_key, stop_step):
         problems.append(f"the loop's step ({stop_step}) is not in it: no integer '{step_key}' among its values")
     return problems
+
+
+def _missing_loader_state(data_state: Any, values: Mapping[str, Any], tensors: list[torch.Tensor]) -> list[str]:
+    """What of one rank's loader state the checkpoint lacks: its tensors (a shuffling generator's state) or, for a
+    state of counts only (a DistributedSampler loader's), its integers by name."""
+    state = list(leaves(data_state))
+    if any(isinstance(value, torch.Tensor) for _, value in state):
+        return [f"no tensor equal to its '{path}'" for path, value in state
+                if isinstance(value, torch.Tensor) and not _held(value, tensors)]
+    return [f"no integer '{path.rsplit('.', 1)[-1]}' equal to its {value}" for path, value in state
+            if type(value) is int and not _has_leaf(values, path.rsplit(".", 1)[-1], value)]
 
 
 def _held(expected: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
