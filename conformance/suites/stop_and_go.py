@@ -52,7 +52,8 @@ def has_content(value: Any) -> bool:
 
 
 class StopAndGoConformance(ConformanceSuite, suite=True):
-    """Mixin certifying that a Lightning recipe resumes from a mid-training checkpoint exactly."""
+    """Mixin certifying that a training recipe (Lightning, a loop the kit drives, the Hugging Face Trainer or an
+    attached trainer of its own) resumes from a mid-training checkpoint exactly."""
 
     #: Optimizer steps of the continuous run (and where the resumed run ends).
     num_steps: ClassVar[int] = 8
@@ -64,8 +65,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     #: Run every run in fresh processes, so the resumed run starts with nothing in memory from the interrupted one
     #: (module-level state, caches), as after a real preemption. Runs on several devices always do.
     resume_in_fresh_process: ClassVar[bool] = True
-    #: Rank processes per run of a loop the kit drives (``make_training_state``); a Lightning recipe's come from
-    #: ``trainer_kwargs()``'s devices. With several, the kit joins them in a torch.distributed process group.
+    #: Rank processes per run of a loop the kit drives (``make_training_state``; the kit joins them in a
+    #: torch.distributed process group) or of an attached trainer (``run_training``; they get torchelastic-style
+    #: variables to join one); a Lightning recipe's come from ``trainer_kwargs()``'s devices.
     num_ranks: ClassVar[int] = 1
     #: Seconds a multi-process run may take before the kit kills its ranks and fails it.
     process_deadline_s: ClassVar[float] = 600.0
@@ -75,7 +77,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     #: Validate after every this many optimizer steps, so the validation checks have passes to compare after the
     #: resume; applied unless ``trainer_kwargs()`` sets ``val_check_interval`` or ``check_val_every_n_epoch``
-    #: (then the recipe's own schedule holds). None: never impose one.
+    #: (then the recipe's own schedule holds). None: never impose one. An attached trainer validates on its own
+    #: schedule; this setting does not reach it.
     validate_every_n_steps: ClassVar[int | None] = 2
 
     #: Trainer arguments a Lightning recipe's fits set themselves (run length, callbacks, logging folder).
