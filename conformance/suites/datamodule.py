@@ -333,8 +333,8 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
                                 "without refusing; raise conformance.ElasticResumeRefused on a different world size")
             elif declared is not False and refused:
                 problems.append(f"{label}: the data module refused to resume on another world size "
-                                f"({_first_line(refusing[0].error)}) but does not declare supports_elastic_resume = False; declare "
-                                "it if refusing is intended")
+                                f"({_first_line(refusing[0].error)}) but does not declare supports_elastic_resume = "
+                                "False; declare it if refusing is intended")
             elif declared is not False:
                 problems += self._trajectory_problems(label, expected, interrupted, resumed, ordered=False)
         self.conclude(problems, f"elastic resume refused, as declared ({'; '.join(refusals)})" if declared is False
@@ -395,7 +395,7 @@ class DataModuleResumeConformance(ConformanceSuite, suite=True):
 
 
 def _first_line(error: str | None) -> str:
-    return (error or "").splitlines()[0] if error else ""
+    return error.splitlines()[0] if error else ""
 
 
 def _start_consumed(logs: list[ProbeLog]) -> Any:
