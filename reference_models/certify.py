@@ -116,7 +116,8 @@ class TestGPTElasticResumeOneToTwo(ElasticGPTRecipe, StopAndGoConformance, unitt
     num_steps = 6
     stop_step = 3
     elastic_resume_world_sizes = (2,)
-    expected_failures = _broken_by_old_lightning(*_DRIFT)
+    # without dropout no training step draws random numbers: the shifted random state is unused, not a failure
+    expected_failures = _broken_by_old_lightning(*(check for check in _DRIFT if check != "test_rng_state"))
 
 
 class TestTinyBERTStopAndGo(BERTRecipe, StopAndGoConformance, unittest.TestCase):

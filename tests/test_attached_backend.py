@@ -23,6 +23,10 @@ from reference_models import certify_attached
 from tests.toy_suite import SetupErrorAssertions, adopter
 
 
+class _Opaque:
+    """A custom object a weights-only load must refuse (a pathlib.Path is allowed where NeMo is imported)."""
+
+
 def _run_training_failure(run_training: object) -> str:
     """The message of test_runs_trained for a one-rank in-process recipe whose hook is ``run_training``."""
     cls = adopter(StopAndGoConformance, run_training=classmethod(run_training), resume_in_fresh_process=False,
@@ -117,7 +121,7 @@ class TestAttachedCheckpointFolders(unittest.TestCase):
                                                     [records], 4)))
 
     def test_a_pickled_object_is_refused_not_unpickled(self) -> None:
-        torch.save({"where": Path("x")}, self.folder / "extra.pt")
+        torch.save({"config": _Opaque()}, self.folder / "extra.pt")
         with self.assertRaises(CheckpointUnreadable) as caught:
             folder_values(self.folder)
         self.assertIn("extra.pt in the checkpoint cannot be read with weights-only loading", str(caught.exception))

@@ -8,10 +8,14 @@ from __future__ import annotations
 import unittest
 
 from conformance.report import run_classes
+from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
 from tests import false_verdict_subjects as subjects
+
+_OLD_LIGHTNING = "Lightning < 2.5 resumes one micro-batch early: these exact recipes do not resume exactly there"
 
 
 class TestRNGVerdicts(unittest.TestCase):
+    @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, _OLD_LIGHTNING)
     def test_an_unused_random_state_is_a_note_not_a_failure(self) -> None:
         report = run_classes([subjects.NoRandomness])
         outcome = report.outcome("NoRandomness", "test_rng_state")
@@ -27,6 +31,7 @@ class TestRNGVerdicts(unittest.TestCase):
         self.assertIn("first divergence at optimizer step 4, micro-batch 0 (after the resume)", outcome.message)
 
 
+@unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, _OLD_LIGHTNING)
 class TestStateShapeVerdicts(unittest.TestCase):
     def test_a_stateful_loader_data_module_without_a_count_passes_with_the_counts_not_applicable(self) -> None:
         report = run_classes([subjects.StatefulLoaderDataModule])
