@@ -44,9 +44,7 @@ class LoaderNotSavedTrainer(TinyTrainer):
         return {name: value for name, value in super().trainer_state().items() if name != "train_loader"}
 
     def load_trainer_state(self, saved: dict[str, Any]) -> dict[str, Any] | None:
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.step, self.epoch = saved["step"], saved["epoch"]
-        return saved.get("rng")
+        return super().load_trainer_state({**saved, "train_loader": self.train_loader.state_dict()})  # a fresh one
 
 
 class ModelOnlyRestoreTrainer(TinyTrainer):
