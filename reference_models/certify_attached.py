@@ -10,7 +10,8 @@ from reference_models.attached_trainer import AttachedTrainerRecipe
 
 
 class TestAttachedTrainerStopAndGo(AttachedTrainerRecipe, StopAndGoConformance, unittest.TestCase):
-    """One rank; crash as step 5 begins (after the trainer saved step 4), resume to step 10 across an epoch end."""
+    """One rank; the trainer saves after step 4 and trains on (shared trajectory); resume to step 10 across an epoch
+    end."""
 
     num_steps, stop_step = 10, 4
 

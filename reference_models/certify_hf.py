@@ -10,7 +10,7 @@ from reference_models.hf_trainer import GPT2TrainerRecipe
 
 
 class TestGPT2TrainerStopAndGo(GPT2TrainerRecipe, StopAndGoConformance, unittest.TestCase):
-    """The Trainer's own loop, two micro-batches per step; crash after the checkpoint of step 4, resume in a fresh
+    """The Trainer's own loop, two micro-batches per step; checkpoint of step 4 (shared trajectory), resume in a fresh
     process with resume_from_checkpoint to step 10, across the epoch boundary after step 8."""
 
     num_steps = 10

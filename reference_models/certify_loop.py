@@ -11,7 +11,8 @@ from reference_models.torch_loop import GPTLoopRecipe
 
 
 class TestGPTLoopStopAndGo(GPTLoopRecipe, StopAndGoConformance, unittest.TestCase):
-    """One rank; crash after step 4 (mid-epoch), resume in a fresh process to step 8 across an epoch boundary."""
+    """One rank; checkpoint after step 4 (mid-epoch, shared trajectory), resume in a fresh process to step 8 across
+    an epoch boundary."""
 
     num_steps = 8
     stop_step = 4
@@ -36,7 +37,8 @@ class TestGPTLoopDDPStopAndGo(GPTLoopRecipe, StopAndGoConformance, unittest.Test
 
 
 class TestFabricGPTStopAndGo(FabricGPTRecipe, StopAndGoConformance, unittest.TestCase):
-    """Lightning Fabric on one CPU device, checkpointed by fabric.save/fabric.load; crash after step 4."""
+    """Lightning Fabric on one CPU device, checkpointed by fabric.save/fabric.load after step 4 (shared
+    trajectory)."""
 
     num_steps = 8
     stop_step = 4

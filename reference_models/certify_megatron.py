@@ -29,20 +29,18 @@ class TestMegatronGPTTensorParallelStopAndGo(MegatronGPTRecipe, StopAndGoConform
 
 
 class TestMegatronBERTStopAndGo(MegatronBERTRecipe, StopAndGoConformance, unittest.TestCase):
-    """Megatron BERT at TP=1, random masks every step, crash after step 3."""
+    """Megatron BERT at TP=1, random masks every step, checkpoint after step 3 (shared trajectory)."""
 
     num_steps = 6
     stop_step = 3
-    interruption = "crash"
 
 
 class TestMegatronBERTTensorParallelStopAndGo(MegatronBERTRecipe, StopAndGoConformance, unittest.TestCase):
-    """Megatron BERT at TP=2 over 2 rank processes, crash after step 4."""
+    """Megatron BERT at TP=2 over 2 rank processes, checkpoint after step 4 (shared trajectory)."""
 
     tensor_parallel_size = 2
     num_steps = 7
     stop_step = 4
-    interruption = "crash"
 
 
 class TestMegatronGPTPredictionWriter(MegatronGPTPredictionRecipe, PredictionWriterConformance, unittest.TestCase):

@@ -11,9 +11,7 @@ from reference_models.nemo_gpt import NeMoGPTRecipe
 
 
 class TestNeMoGPTStopAndGo(NeMoGPTRecipe, StopAndGoConformance, unittest.TestCase):
-    """NeMo GPT at TP=1 (one rank), 2 micro-batches per step, crash after step 3."""
-
-    interruption = "crash"
+    """NeMo GPT at TP=1 (one rank), 2 micro-batches per step, checkpoint after step 3 (shared trajectory)."""
 
 
 class TestNeMoGPTTensorParallelStopAndGo(NeMoGPTRecipe, StopAndGoConformance, unittest.TestCase):

@@ -20,7 +20,7 @@ class TestRNGVerdicts(unittest.TestCase):
         report = run_classes([subjects.NoRandomness])
         outcome = report.outcome("NoRandomness", "test_rng_state")
         self.assertEqual(outcome.status, "passed", outcome.message)
-        self.assertIn("not restored from optimizer step 4, unused today: no training step of the uninterrupted run "
+        self.assertIn("not restored from optimizer step 4, unused today: no training step of the reference run "
                       "drew random numbers", outcome.summary)
         self.assertTrue(report.ok, report.format_text())
 

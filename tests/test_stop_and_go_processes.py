@@ -21,7 +21,7 @@ class TestFailingRanks(unittest.TestCase):
         report = run_classes([distributed_recipes.CrashingRank], checks=["test_runs_trained", "test_train_loss"])
         self.assertLess(time.monotonic() - started, 120, "the waiting peer is stopped, not left to gloo's timeout")
         message = report.outcome("CrashingRank", "test_runs_trained").message
-        self.assertIn("the continuous run failed on rank 1: RuntimeError: rank 1 ran out of memory (simulated)", message)
+        self.assertIn("the reference run failed on rank 1: RuntimeError: rank 1 ran out of memory (simulated)", message)
         self.assertLess(message.index("failed on rank 1"), message.index("failed on rank 0"), "the first failure first")
         # rank 0 was waiting for rank 1 in the gradient all-reduce: either the kit stopped it, or it saw the
         # connection close first; either way its failure is named as coming after rank 1's
@@ -36,7 +36,7 @@ class TestFailingRanks(unittest.TestCase):
         # the continuous and the interrupted run each end at the deadline; no resume without a checkpoint
         self.assertLess(time.monotonic() - started, 2 * deadline + 30)
         message = report.outcome("HangingRank", "test_runs_trained").message
-        self.assertRegex(message, r"the continuous run failed on rank [01]")
+        self.assertRegex(message, r"the reference run failed on rank [01]")
         self.assertRegex(message, r"deadline of 20 s and was killed|timed out|Timeout|stopped by the kit")
 
 
@@ -65,9 +65,11 @@ class TestRecordsOnTwoRanks(unittest.TestCase):
 
 class TestFreshProcessResume(unittest.TestCase):
     def test_module_level_state_passes_when_resumed_in_the_same_process(self) -> None:
-        """The blind spot the fresh-process resume closes: the same broken recipe resumed in-process passes."""
+        """The blind spot the fresh-process resume closes: the same broken recipe, interrupted and resumed in one
+        process, passes (the resumed run carries on the module-level state the interrupted run left)."""
         mutant = next(mutant for mutant in STOP_AND_GO_MUTANTS if mutant.name == "module_level_state")
-        in_process = type("ModuleLevelStateInProcess", (mutant.conformance_class,), {"resume_in_fresh_process": False})
+        in_process = type("ModuleLevelStateInProcess", (mutant.conformance_class,),
+                          {"resume_in_fresh_process": False, "interruption": "crash"})
         report = run_classes([in_process])
         self.assertTrue(report.ok, report.format_text())
 

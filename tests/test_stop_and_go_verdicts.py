@@ -136,14 +136,13 @@ class TestRootCause(unittest.TestCase):
 
 
 def _empty_runs(cls: type) -> None:
-    """Three 'runs' whose every record exists where a real run's would, holding nothing."""
+    """A reference and a resumed 'run' whose every record exists where a real run's would, holding nothing."""
     empty_step = {"global_step": {}, "learning_rate": [[]], "consumed_samples": None,
                   "optimizer_state": [{"state": {}, "param_groups": []}], "lr_scheduler_state": []}
     empty_batch = {"rng_state": {}, "train_inputs": {}, "train_outputs": [], "train_loss": None}
     empty_validation = {"valid_inputs": {}, "valid_outputs": [], "valid_loss": None}
     runs = {}
-    for name, first, last in (("continuous", 1, cls.num_steps), ("interrupted", 1, cls.stop_step),
-                              ("resumed", cls.stop_step + 1, cls.num_steps)):
+    for name, first, last in (("reference", 1, cls.num_steps), ("resumed", cls.stop_step + 1, cls.num_steps)):
         store = RecordStore(cls._work_dir / name / "rank0")
         store.write("start", (first - 1,), {"global_step": first - 1, "consumed_samples": None,
                                             "datamodule_class": None})
@@ -158,7 +157,7 @@ def _empty_runs(cls: type) -> None:
         store.write("final_weights", (last,), {"weight": torch.zeros(0)})
         store.close()
         runs[name] = [RunOutcome(name, store, None, 0.0)]
-    cls.continuous, cls.interrupted, cls.resumed = runs["continuous"], runs["interrupted"], runs["resumed"]
+    cls.reference, cls.interrupted, cls.resumed = runs["reference"], [], runs["resumed"]
     cls.elastic = {}
 
 

@@ -62,7 +62,7 @@ class TestSettingsValidation(unittest.TestCase):
             ({"num_steps": 4, "stop_step": 4}, "1 <= stop_step < num_steps = 4"),
             ({"num_steps": 4, "stop_step": 0}, "1 <= stop_step < num_steps = 4"),
             ({"num_steps": 1}, "num_steps must be an int >= 2"),
-            ({"interruption": "sigterm"}, "interruption must be 'clean', 'crash' or 'kill'"),
+            ({"interruption": "sigterm"}, "interruption must be None, 'clean', 'crash' or 'kill'"),
             ({"interruption": "kill", "resume_in_fresh_process": False}, "needs resume_in_fresh_process = True"),
             ({"trainer_kwargs": classmethod(lambda cls: {"devices": "auto", "accelerator": "gpu"})},
              "sets devices='auto'; conformance runs need to know how many rank processes to launch"),

@@ -1,8 +1,11 @@
-"""Compare one recorded stream along the interrupted-then-resumed runs with the same stream of an uninterrupted run.
+"""Compare one recorded stream of a resumed run with the same stream of the reference run.
 
-The *trajectory* is every record of the interrupted run followed by every record of the resumed run. It must
-have exactly the uninterrupted run's keys (a record may be missing only where ``may_be_lost`` allows it, e.g. a
-validation that the interruption pre-empted), no key twice, and equal values within tolerance.
+The reference run is uninterrupted. By default it is also the run that wrote the checkpoint (the *shared
+trajectory*): the resumed run must then record exactly the reference's records from the resume point on, and
+none before it. Where a separate run was interrupted after writing the checkpoint, the trajectory is every record
+of the interrupted run followed by every record of the resumed run, and it must have exactly the reference's
+keys. Either way a record may be missing only where ``may_be_lost`` allows it (e.g. a validation that the
+interruption pre-empted), no key may come twice, and values must be equal within tolerance.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class StreamComparison:
     stream: str
     #: The rank whose records these are, when the runs have several (named in every message).
     rank: int | None = None
+    #: The runs compared with the reference: "resumed run", or "interrupted+resumed runs".
+    compared_runs: str = "resumed run"
     compared: int = 0
     missing: list[Key] = field(default_factory=list)
     extra: list[Key] = field(default_factory=list)
@@ -49,7 +54,7 @@ class StreamComparison:
 
     @property
     def ok(self) -> bool:
-        """True when the trajectory matches the uninterrupted run record for record."""
+        """True when the trajectory matches the reference run record for record."""
         return not (self.missing or self.extra or self.repeated or self.diverging)
 
     def first_divergence(self) -> tuple[Key, str] | None:
@@ -62,12 +67,12 @@ class StreamComparison:
         """Where the runs first diverge, what differs there and by how much, and how many other records differ."""
         lines = [f"{check}: {self.headline()}"]
         if self.repeated:
-            lines.append(f"  the resumed run recorded {_keys(self.repeated)} again although the interrupted run had "
-                         "already recorded it: the resume restarted from an earlier point")
+            lines.append(f"  the resumed run recorded {_keys(self.repeated)}, which lie before the checkpoint it "
+                         "restored: the resume restarted from an earlier point")
         if self.missing:
-            lines.append(f"  missing from the interrupted+resumed runs: {_keys(self.missing)}")
+            lines.append(f"  missing from the {self.compared_runs}: {_keys(self.missing)}")
         if self.extra:
-            lines.append(f"  not in the uninterrupted run: {_keys(self.extra)}")
+            lines.append(f"  not in the reference run: {_keys(self.extra)}")
         if self.diverging:
             _, segment, result = self.diverging[0]
             if segment == BEFORE:
@@ -84,8 +89,7 @@ class StreamComparison:
             first = result.differences[0] if result.differences else None
             return (f"first divergence{on_rank} at {describe_key(key)} ({segment}); {len(self.diverging)} of "
                     f"{self.compared} compared records of '{self.stream}' differ" + (f"; {first}" if first else ""))
-        return (f"the interrupted+resumed runs do not record the same '{self.stream}' records as the uninterrupted "
-                f"run{on_rank}")
+        return f"the '{self.stream}' records of the {self.compared_runs} are not the reference run's{on_rank}"
 
 
 @dataclass
@@ -122,32 +126,43 @@ class RankedComparison:
         lines = [first.failure_message(check, limit)]
         for outcome in self.per_rank:
             if outcome is not first and len(self.per_rank) > 1:
-                lines.append(f"  rank {outcome.rank}: " + ("matches the uninterrupted run" if outcome.ok
+                lines.append(f"  rank {outcome.rank}: " + ("matches the reference run" if outcome.ok
                                                            else outcome.headline()))
         return "\n".join(lines)
 
 
-def compare_stream(stream: str, continuous: RecordStore, interrupted: RecordStore, resumed: RecordStore, *,
-                   options: dict[str, Any], may_be_lost: Callable[[Key], bool] = lambda key: False,
+def compare_stream(stream: str, reference: RecordStore, resumed: RecordStore, *, options: dict[str, Any],
+                   interrupted: RecordStore | None = None,
+                   owned_by_resumed: Callable[[Key], bool] = lambda key: True,
+                   may_be_lost: Callable[[Key], bool] = lambda key: False,
                    may_be_extra: Callable[[Key], bool] = lambda key: False,
                    rank: int | None = None) -> StreamComparison:
-    """Compare ``stream`` record by record, the continuous run's records being the expected values; a record the
-    continuous run has may be missing only where ``may_be_lost`` allows it, one it lacks only where
-    ``may_be_extra`` does."""
-    outcome = StreamComparison(stream, rank)
-    trajectory: dict[Key, tuple[RecordStore, str]] = {key: (interrupted, BEFORE) for key in interrupted.keys(stream)}
+    """Compare ``stream`` record by record, the reference run's records being the expected values.
+
+    Without ``interrupted`` (the shared trajectory) the resumed run must have the reference's records whose keys
+    ``owned_by_resumed`` accepts, and no other; with it, the interrupted run's records followed by the resumed
+    run's must have all of them. A record the reference has may be missing only where ``may_be_lost`` allows it,
+    one it lacks only where ``may_be_extra`` does.
+    """
+    outcome = StreamComparison(stream, rank, "resumed run" if interrupted is None else "interrupted+resumed runs")
+    if interrupted is None:
+        trajectory: dict[Key, tuple[RecordStore, str]] = {}
+        expected_keys = [key for key in reference.keys(stream) if owned_by_resumed(key)]
+    else:
+        trajectory = {key: (interrupted, BEFORE) for key in interrupted.keys(stream)}
+        expected_keys = reference.keys(stream)
     for key in resumed.keys(stream):
-        if key in trajectory:
+        if key in trajectory or not owned_by_resumed(key):
             outcome.repeated.append(key)
         trajectory[key] = (resumed, AFTER)
-    expected_keys = continuous.keys(stream)
     outcome.missing = [key for key in expected_keys if key not in trajectory and not may_be_lost(key)]
-    outcome.extra = sorted(key for key in set(trajectory) - set(expected_keys) if not may_be_extra(key))
+    outcome.extra = sorted(key for key in set(trajectory) - set(expected_keys)
+                           if not may_be_extra(key) and key not in outcome.repeated)
     for key in expected_keys:
         if key not in trajectory:
             continue
         store, segment = trajectory[key]
-        actual, expected = store.record_bytes(stream, key), continuous.record_bytes(stream, key)
+        actual, expected = store.record_bytes(stream, key), reference.record_bytes(stream, key)
         outcome.compared += 1
         if outcome.worst is not None and recordfile.identical_without_nan(actual, expected):
             continue  # equal values: compare() would find no difference and no leaf worse than the worst so far

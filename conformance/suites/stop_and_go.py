@@ -1,13 +1,15 @@
 """StopAndGoConformance: resumed training must equal uninterrupted training, step by step, rank by rank.
 
-Three runs per class, each seeded identically and built afresh from the recipe's hooks: *continuous* trains
-``num_steps`` optimizer steps straight through; *interrupted* saves a checkpoint after step ``stop_step`` (in
-``on_train_batch_end``, where ``ModelCheckpoint`` saves) and then stops cleanly, crashes or is killed; *resumed*
-restores that checkpoint into a fresh model, data module and trainer, by default in a fresh process as after a
-real preemption, and trains on to ``num_steps``. A recipe whose ``trainer_kwargs()`` asks for several devices runs
-each of them as that many rank processes launched by the kit (DDP over gloo on CPU, NCCL on GPU). Every check
-compares one recorded fact of interrupted+resumed with the continuous run, on every rank; the kit adds recording
-callbacks only.
+The oracle is the checkpoint's own trajectory. The *reference* run trains ``num_steps`` optimizer steps, writes a
+checkpoint after step ``stop_step`` (in ``on_train_batch_end``, where ``ModelCheckpoint`` saves) and trains on;
+the *resumed* run restores that very checkpoint into a fresh model, data module and trainer, by default in a fresh
+process as after a real preemption, and must match the reference from there on. Two trainings per class, and the
+verdict does not rest on two processes initialising identically. With ``interruption`` set, a third run saves
+after ``stop_step`` and then stops cleanly, crashes or is killed; the resumed run restores *its* checkpoint, which
+proves that the files on disk are complete without an orderly shutdown. Each run is seeded identically and built
+afresh from the recipe's hooks; a recipe whose ``trainer_kwargs()`` asks for several devices runs each run as that
+many rank processes launched by the kit (DDP over gloo on CPU, NCCL on GPU). Every check compares one recorded fact
+of the resumed run with the reference, on every rank; the kit adds recording callbacks only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal, NoReturn
 
 import torch
@@ -55,14 +58,15 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     """Mixin certifying that a training recipe (Lightning, a loop the kit drives, the Hugging Face Trainer or an
     attached trainer of its own) resumes from a mid-training checkpoint exactly."""
 
-    #: Optimizer steps of the continuous run (and where the resumed run ends).
+    #: Optimizer steps of the reference run (and where the resumed run ends).
     num_steps: ClassVar[int] = 8
-    #: The interrupted run checkpoints after this optimizer step and stops.
+    #: The checkpoint the resumed run restores is written after this optimizer step.
     stop_step: ClassVar[int] = 4
-    #: Right after the checkpoint: "crash" raises an exception, "clean" stops the trainer, "kill" has every rank
-    #: process killed by SIGKILL (needs ``resume_in_fresh_process``).
-    interruption: ClassVar[Literal["clean", "crash", "kill"]] = "crash"
-    #: Run every run in fresh processes, so the resumed run starts with nothing in memory from the interrupted one
+    #: None: the reference run writes the checkpoint and trains on (the shared trajectory, two trainings). Otherwise a
+    #: third run writes it and then dies: "crash" raises an exception, "clean" stops the trainer, "kill" has every
+    #: rank process killed by SIGKILL (needs ``resume_in_fresh_process``); the resumed run restores that checkpoint.
+    interruption: ClassVar[Literal["clean", "crash", "kill"] | None] = None
+    #: Run every run in fresh processes, so the resumed run starts with nothing in memory from the one that saved
     #: (module-level state, caches), as after a real preemption. Runs on several devices always do.
     resume_in_fresh_process: ClassVar[bool] = True
     #: Rank processes per run of a loop the kit drives (``make_training_state``; the kit joins them in a
@@ -71,7 +75,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     num_ranks: ClassVar[int] = 1
     #: Seconds a multi-process run may take before the kit kills its ranks and fails it.
     process_deadline_s: ClassVar[float] = 600.0
-    #: World sizes the interrupted run's checkpoint also resumes on (the global batch fixed), each checked by
+    #: World sizes the restored checkpoint also resumes on (the global batch fixed), each checked by
     #: ``test_elastic_resume``; empty: the recipe declares no elastic resume and the check is skipped.
     elastic_resume_world_sizes: ClassVar[tuple[int, ...]] = ()
 
@@ -90,8 +94,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_optimizer_state": {"atol": 0.0},
                                                                   "test_elastic_resume": {"atol": 1e-5, "rtol": 1e-4}}
 
-    #: Each run, one outcome per rank.
-    continuous: ClassVar[list[RunOutcome]]
+    #: Each run, one outcome per rank (``interrupted`` is empty without an ``interruption``).
+    reference: ClassVar[list[RunOutcome]]
     interrupted: ClassVar[list[RunOutcome]]
     resumed: ClassVar[list[RunOutcome]]
     #: The elastic resumes, by world size.
@@ -106,10 +110,10 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             problems.append(f"num_steps must be an int >= 2, got {cls.num_steps!r}")
         elif not isinstance(cls.stop_step, int) or not 1 <= cls.stop_step < cls.num_steps:
             problems.append(f"stop_step must be an int with 1 <= stop_step < num_steps = {cls.num_steps}, got "
-                            f"{cls.stop_step!r}: the interrupted run must train at least one step and stop before "
-                            "the end")
-        if cls.interruption not in ("clean", "crash", "kill"):
-            problems.append(f"interruption must be 'clean', 'crash' or 'kill', got {cls.interruption!r}")
+                            f"{cls.stop_step!r}: the checkpoint must come after at least one step and before the "
+                            "end")
+        if cls.interruption not in (None, "clean", "crash", "kill"):
+            problems.append(f"interruption must be None, 'clean', 'crash' or 'kill', got {cls.interruption!r}")
         elif cls.interruption == "kill" and cls.runs_in_process():
             problems.append("interruption = 'kill' kills the interrupted run's process, so it needs "
                             "resume_in_fresh_process = True")
@@ -208,35 +212,52 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def prepare(cls) -> None:
-        """Train the continuous and interrupted runs, then the resumed run and any elastic resumes."""
+        """Train the reference run (and the interrupted run, with an ``interruption``), then the resumed run and any
+        elastic resumes from the checkpoint they restore."""
         cls._comparisons, cls._final_weights = {}, None
-        checkpoint = cls._work_dir / "stop.ckpt"
         backend = cls.backend()
         plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
                                  trainer_defaults=cls.validation_schedule(),
                                  validate_every_n_steps=cls.validate_every_n_steps)
         run = functools.partial(backend.run_fits, cls, in_process=cls.runs_in_process(),
                                 deadline_s=cls.process_deadline_s)
-        cls.continuous, cls.interrupted = run([
-            plan("continuous"),
-            plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption, checkpoint=str(checkpoint),
-                 shares_records_with="continuous"),
-        ])
+        cls._checkpoint_path("reference").parent.mkdir(parents=True, exist_ok=True)
+        plans = [plan("reference", stop_step=cls.stop_step, checkpoint=str(cls._checkpoint_path("reference")))]
+        if cls.interruption is not None:
+            plans.append(plan("interrupted", stop_step=cls.stop_step, interruption=cls.interruption,
+                              checkpoint=str(cls._checkpoint_path("interrupted")), shares_records_with="reference"))
+        cls.reference, *interrupted = run(plans)
+        cls.interrupted = interrupted[0] if interrupted else []
         sizes = cls.elastic_resume_world_sizes
-        saved = backend.saved_checkpoint(checkpoint)
+        saved = cls._restored_checkpoint()
         if saved is not None:
-            cls.resumed, *elastic = run([plan("resumed", resume_from=str(saved), shares_records_with="continuous")] + [
+            cls.resumed, *elastic = run([plan("resumed", resume_from=str(saved), shares_records_with="reference")] + [
                 plan(f"elastic{size}", resume_from=str(saved), world_size=size,
                      trainer_defaults=cls.validation_schedule(cls.elastic_trainer_kwargs(size))) for size in sizes])
             cls.elastic = dict(zip(sizes, elastic))
         else:
-            cls.resumed = cls._not_started("resumed", len(cls.interrupted))
+            cls.resumed = cls._not_started("resumed", len(cls.reference))
             cls.elastic = {size: cls._not_started(f"elastic{size}", size) for size in sizes}
 
     @classmethod
+    def _saving_run(cls) -> list[RunOutcome]:
+        """The run whose checkpoint the resumed run restores: the interrupted run, else the reference."""
+        return cls.interrupted or cls.reference
+
+    @classmethod
+    def _restored_checkpoint(cls) -> Path | None:
+        """Where the checkpoint the resumed run restores was written, or None if the run saved nothing."""
+        return cls.backend().saved_checkpoint(cls._checkpoint_path(cls._saving_run()[0].name))
+
+    @classmethod
+    def _checkpoint_path(cls, run: str) -> Path:
+        """Where the kit asks run ``run`` to save its checkpoint (beside, not inside, the runs' own folders)."""
+        return cls._work_dir / "checkpoints" / f"{run}.ckpt"
+
+    @classmethod
     def _not_started(cls, name: str, ranks: int) -> list[RunOutcome]:
-        error = (f"not started: the interrupted run left no checkpoint after optimizer step {cls.stop_step} (it "
-                 "never completed that step, or saved nothing where the kit asked)")
+        error = (f"not started: the {cls._saving_run()[0].name} run left no checkpoint after optimizer step "
+                 f"{cls.stop_step} (it never completed that step, or saved nothing where the kit asked)")
         return [RunOutcome(name, RecordStore(cls._work_dir / name / f"rank{rank}"), error, 0.0, rank)
                 for rank in range(ranks)]
 
@@ -244,7 +265,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def test_runs_trained(self) -> None:
         """Every run recorded optimizer steps and finite losses without failing, and the weights moved."""
         expected_steps = {
-            "continuous": (self.continuous, 1, self.num_steps),
+            "reference": (self.reference, 1, self.num_steps),
             "interrupted": (self.interrupted, 1, self.stop_step),
             "resumed": (self.resumed, self.stop_step + 1, self.num_steps),
         }
@@ -256,14 +277,14 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                     problems.append(f"{self._label(run)} recorded no optimizer step (expected steps {first}..{last})")
                 if not all(_is_finite(loss) for _, loss in run.records.items("train_loss")):
                     problems.append(f"{self._label(run)} recorded a missing or non-finite training loss")
-        for run in self.continuous:
+        for run in self.reference:
             final = run.records.keys("final_weights")
             if not final:
                 problems.append(f"{self._label(run)} never reached the end of training (no final weights recorded)")
             elif compare(run.records.read("final_weights", final[-1]), run.records.read("initial_weights", (0,)),
                          atol=0, rtol=0).ok:
                 problems.append(f"{self._label(run)}: the weights did not change, nothing was trained")
-        ranks = f" on {len(self.continuous)} ranks" if len(self.continuous) > 1 else ""
+        ranks = f" on {len(self.reference)} ranks" if len(self.reference) > 1 else ""
         self.conclude(problems, f"all runs trained{ranks}")
 
     def test_global_step(self) -> None:
@@ -282,8 +303,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
         self._require_runs()
         self._skip_if_not_applicable()
-        for continuous, resumed in zip(self.continuous, self.resumed):
-            expected = self._read_one(continuous, "consumed_samples", (self.stop_step,))
+        for reference, resumed in zip(self.reference, self.resumed):
+            expected = self._read_one(reference, "consumed_samples", (self.stop_step,))
             actual = self._read_one(resumed, "start", (self.stop_step,))["consumed_samples"]
             if expected is None or actual is None:
                 self._no_consumed_samples()
@@ -291,7 +312,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             if actual != expected:
                 self.fail_check(
                     f"after restoring the checkpoint of step {self.stop_step} the data module{self._on(resumed)} "
-                    f"reports {actual} consumed samples; the uninterrupted run had consumed {expected} by then, so "
+                    f"reports {actual} consumed samples; the reference run had consumed {expected} by then, so "
                     f"the resumed run {'replays' if actual < expected else 'skips'} data"
                 )
 
@@ -317,8 +338,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             return
         first = outcome.first_divergence()
         where = f" from optimizer step {first[0][0] + 1}" if first is not None else ""
-        self.note_detail(outcome.worst, f"not restored{where}, unused today: no training step of the uninterrupted "
-                                        "run drew random numbers; restore it before adding dropout or any other "
+        self.note_detail(outcome.worst, f"not restored{where}, unused today: no training step of the reference run "
+                                        "drew random numbers; restore it before adding dropout or any other "
                                         f"randomness ({self.backend().remedies().get('rng_state', 'see the README')})")
 
     def test_train_inputs(self) -> None:
@@ -349,7 +370,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """The model's weights when training ends."""
         self._require_runs()
         key = (self.num_steps,)
-        for reference in self.continuous:
+        for reference in self.reference:
             if not has_content(self._read_one(reference, "final_weights", key)):
                 self.fail_check(f"nothing to compare{self._on(reference)}: {self._hint('final_weights')}")
         results = self._final_weights_comparison()
@@ -362,16 +383,16 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     def test_elastic_resume(self) -> None:
         """Resumed on each of ``elastic_resume_world_sizes`` ranks, every later optimizer step trains on the same
-        global samples and reaches the same mean loss as the uninterrupted run, within this check's tolerance."""
+        global samples and reaches the same mean loss as the reference run, within this check's tolerance."""
         if not self.elastic_resume_world_sizes:
             self.skipTest("the recipe declares no elastic resume; list the world sizes its checkpoints resume on in "
                           "elastic_resume_world_sizes to check it")
-        self._require_runs("continuous", "interrupted")
+        self._require_runs("reference", "interrupted")
         try:
-            expected = global_steps([run.records for run in self.continuous], self.sample_ids, after=self.stop_step)
+            expected = global_steps([run.records for run in self.reference], self.sample_ids, after=self.stop_step)
             problems = []
             for size, ranks in self.elastic.items():
-                label = f"{len(self.continuous)} -> {size} ranks"
+                label = f"{len(self.reference)} -> {size} ranks"
                 problems += run_failures(f"elastic ({label})", ranks) or elastic_problems(
                     label, expected, global_steps([run.records for run in ranks], self.sample_ids,
                                                   after=self.stop_step), self.comparison_options(self.check_name))
@@ -379,21 +400,21 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             self.fail_check(f"cannot tell which samples a training batch holds: {exc} (or override the classmethod "
                             "sample_ids(batch))")
         if not expected:
-            self.fail_check(f"nothing to compare: the uninterrupted run recorded no step after {self.stop_step}")
+            self.fail_check(f"nothing to compare: the reference run recorded no step after {self.stop_step}")
         self.conclude(problems, f"{len(expected)} steps after the resume on "
                                 f"{', '.join(map(str, self.elastic))} rank(s) match")
 
     def test_checkpoint_contents(self) -> None:
         """The checkpoint loads with weights_only=True and holds the state the resume needs, equal to the run's."""
-        self._require_runs("interrupted")
-        backend = self.backend()
-        path = backend.saved_checkpoint(self._work_dir / "stop.ckpt")
+        saving = self._saving_run()
+        self._require_runs(saving[0].name)
+        path = self._restored_checkpoint()
         if path is None:
-            self.fail_check(f"the interrupted run wrote no checkpoint after step {self.stop_step}")
+            self.fail_check(f"the {saving[0].name} run wrote no checkpoint after step {self.stop_step}")
         self._skip_if_not_applicable()
         try:
-            summary, problems = backend.checkpoint_problems(path, [rank.records for rank in self.interrupted],
-                                                            self.stop_step)
+            summary, problems = self.backend().checkpoint_problems(path, [rank.records for rank in saving],
+                                                                   self.stop_step)
         except CheckpointUnreadable as exc:
             self.fail_check(str(exc))
         self.note_detail(None, summary)
@@ -402,19 +423,19 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _check_stream(self, stream: str) -> None:
-        """Compare ``stream`` along the trajectory; fail closed if the continuous run recorded nothing to compare."""
+        """Compare ``stream`` along the trajectory; fail closed if the reference run recorded nothing to compare."""
         self._require_runs()
         self._skip_if_not_applicable()
         resumed_from = self._resumed_from(stream)
         content = declared_stream(stream).content
-        for reference in self.continuous:  # every rank must have something, or its comparison passes on nothing
+        for reference in self.reference:  # every rank must have something, or its comparison passes on nothing
             after_resume = [key for key in reference.records.keys(stream) if key[0] >= resumed_from]
             if not after_resume or not has_content(content(reference.records.read(stream, after_resume[0]))):
                 if stream == "consumed_samples":
                     self._no_consumed_samples()
                 hint = self._hint(stream)
                 self.fail_check(f"nothing to compare after the resume point (global step {resumed_from}) in the "
-                                f"uninterrupted run{self._on(reference)}: {hint}")
+                                f"reference run{self._on(reference)}: {hint}")
         outcome = self._comparison(stream)
         self.note_detail(outcome.worst, f"{outcome.compared} records compared")
         if not outcome.ok:
@@ -437,29 +458,35 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """``stream`` compared along the trajectory, once per class (see :meth:`_stop_step_validation`)."""
         cls = type(self)
         if stream not in cls._comparisons:
-            several = len(self.continuous) > 1
+            several = len(self.reference) > 1
             comparisons = []
-            for continuous, interrupted, resumed in zip(self.continuous, self.interrupted, self.resumed):
-                lost, extra = self._stop_step_validation(stream, interrupted.records)
+            for index, (reference, resumed) in enumerate(zip(self.reference, self.resumed)):
+                interrupted = self.interrupted[index].records if self.interrupted else None
+                lost, extra = self._stop_step_validation(stream, interrupted)
                 comparisons.append(compare_stream(
-                    stream, continuous.records, interrupted.records, resumed.records,
-                    options=self.comparison_options(f"test_{stream}"), may_be_lost=lost, may_be_extra=extra,
-                    rank=continuous.rank if several else None))
+                    stream, reference.records, resumed.records, interrupted=interrupted,
+                    owned_by_resumed=self._owned_by_resumed(stream), options=self.comparison_options(f"test_{stream}"),
+                    may_be_lost=lost, may_be_extra=extra, rank=reference.rank if several else None))
             cls._comparisons[stream] = RankedComparison(comparisons)
         return cls._comparisons[stream]
 
-    def _stop_step_validation(self, stream: str, interrupted: RecordStore
+    def _owned_by_resumed(self, stream: str) -> Callable[[Key], bool]:
+        """Whether a record of ``stream`` is the resumed run's to make (from the resume point on)."""
+        first = self.stop_step if declared_stream(stream).keying in ("micro_batch", "validation") else self.stop_step + 1
+        return lambda key: key[0] >= first
+
+    def _stop_step_validation(self, stream: str, interrupted: RecordStore | None
                               ) -> tuple[Callable[[Key], bool], Callable[[Key], bool]]:
         """Which validation records at the stop step the interruption excuses: (may be missing, may be extra).
 
         A validation due right after the stop step may be lost to the interruption, batch by batch: Lightning 2.4
         replays it on resume with its first batch only, whatever the recipe does. A clean stop makes Lightning
         validate once more in the interrupted run (it validates when a run stops), so that run's validation at the
-        stop step may be one the uninterrupted run does not have.
+        stop step may be one the reference run does not have.
         """
         if not stream.startswith("valid_"):
             return (lambda key: False), (lambda key: False)
-        interrupted_keys = set(interrupted.keys(stream))
+        interrupted_keys = set() if interrupted is None else set(interrupted.keys(stream))
 
         def lost(key: Key) -> bool:
             return key[0] == self.stop_step
@@ -470,14 +497,14 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         return lost, extra
 
     def _final_weights_comparison(self) -> list[ComparisonResult]:
-        """The final weights of each rank of the resumed run compared with the same rank's of the continuous run."""
+        """The final weights of each rank of the resumed run compared with the same rank's of the reference run."""
         cls = type(self)
         if cls._final_weights is None:
             key = (self.num_steps,)
             cls._final_weights = [compare(self._read_one(resumed, "final_weights", key),
-                                          self._read_one(continuous, "final_weights", key),
+                                          self._read_one(reference, "final_weights", key),
                                           **self.comparison_options("test_final_weights"))
-                                  for continuous, resumed in zip(self.continuous, self.resumed)]
+                                  for reference, resumed in zip(self.reference, self.resumed)]
         return cls._final_weights
 
     def _root_cause(self) -> Divergence | None:
@@ -485,12 +512,12 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         divergences = []
         unused = set() if self._training_draws_randomness() else {"rng_state"}
         for stream in (stream for stream in CAUSAL_ORDER[:-1] if stream not in unused):
-            recorded = self.continuous[0].records.keys(stream)
+            recorded = self.reference[0].records.keys(stream)
             first = self._comparison(stream).first_divergence() if recorded else None
             if first is not None:
                 divergences.append(Divergence(stream, *first))
         final = (self.num_steps,)
-        recorded = all(final in run.records.keys("final_weights") for run in (*self.continuous, *self.resumed))
+        recorded = all(final in run.records.keys("final_weights") for run in (*self.reference, *self.resumed))
         if recorded:
             several = len(self.resumed) > 1
             divergences += [Divergence("final_weights", final, AFTER, run.rank if several else None)
@@ -498,10 +525,10 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         return root_cause(divergences)
 
     def _training_draws_randomness(self) -> bool:
-        """Whether a training step of the uninterrupted run drew random numbers on any rank (True where the run
+        """Whether a training step of the reference run drew random numbers on any rank (True where the run
         recorded no such evidence: the random state is then judged as if it were used)."""
         evidence = [[run.records.read(RNG_DRAWN, key) for key in run.records.keys(RNG_DRAWN)]
-                    for run in self.continuous]
+                    for run in self.reference]
         return not all(evidence) or any(any(drawn) for drawn in evidence)
 
     def _fail_with_cause(self, message: str) -> NoReturn:
@@ -518,13 +545,13 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         self.raise_failure([part for part in (headline, cause, rest) if part])
 
     def _require_runs(self, *names: str) -> None:
-        """Fail the check unless every rank of the named runs (default: all three) succeeded."""
-        for name in names or ("continuous", "interrupted", "resumed"):
+        """Fail the check unless every rank of the named runs (default: all of them) succeeded."""
+        for name in names or ("reference", "interrupted", "resumed"):
             self.require_succeeded(name, getattr(self, name))
 
     def _on(self, run: RunOutcome) -> str:
         """" on rank r" when the runs have several ranks, else nothing."""
-        return f" on rank {run.rank}" if len(self.continuous) > 1 else ""
+        return f" on rank {run.rank}" if len(self.reference) > 1 else ""
 
     def _label(self, run: RunOutcome) -> str:
         return f"the {run.name} run{self._on(run)}"

@@ -294,7 +294,7 @@ _MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "adam_second_moments_lost", "Adam's exp_avg_sq is zeroed on load (values ~1e-5, below float32's atol)",
         _recipe("adam_second_moments_lost", model_class=GPTLosingSecondMoments),
-        kills={"test_optimizer_state": "first divergence at optimizer step 5 (after the resume); 4 of 8 compared "
+        kills={"test_optimizer_state": "first divergence at optimizer step 5 (after the resume); 4 of 4 compared "
                                        "records of 'optimizer_state' differ; root[0]['state'][0]['exp_avg_sq']"},
         may_also_fail=WEIGHTS_DRIFT,
     ),
@@ -328,7 +328,8 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "nondeterministic_recipe", "the model is initialised from an OS-seeded RNG: no two runs agree",
-        _recipe("nondeterministic_recipe", make_model=_unseeded_gpt),
+        # only the three-run mode kills it: resumed from its own reference's checkpoint, the recipe resumes exactly
+        _recipe("nondeterministic_recipe", make_model=_unseeded_gpt, interruption="crash"),
         kills={"test_train_loss": "the recipe is not deterministic under identical seeding"},
         may_also_fail=frozenset(StopAndGoConformance.check_names()) - {"test_train_loss"},
     ),
@@ -380,7 +381,7 @@ _MUTANTS: tuple[Mutant, ...] = (
         "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
         _recipe("nothing_trained",
                 trainer_kwargs=lambda cls: {**MutantBaseRecipe.trainer_kwargs(), "limit_train_batches": 0}),
-        kills={"test_runs_trained": "the continuous run recorded no optimizer step"},
+        kills={"test_runs_trained": "the reference run recorded no optimizer step"},
         may_also_fail=frozenset(StopAndGoConformance.check_names()),
     ),
 )

@@ -6,44 +6,68 @@ recipe's ``run_training(run)``; the recipe's own trainer trains, saves and resum
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch.distributed as dist
 
 from conformance.runs.attached.observer import AttachedObserver
 from conformance.runs.attached.run import AttachedRun
 from conformance.runs.backend import FitPlan, RunOutcome
+from conformance.runs.checkpoint_snapshot import snapshot_checkpoint
 from conformance.runs.fit_runs import FitLog, fit_attempt, run_fit_plans
 from conformance.runs.processes import recipe_rank_main
 from conformance.training.recorder import StepRecorder
 from conformance.training.rng import seed_everything
 
-__all__ = ["attached_fit_run", "attached_run", "run_attached_fits"]
+__all__ = ["attached_fit_run", "attached_run", "checkpoint_dir", "run_attached_fits"]
 
 
-def attached_run(plan: FitPlan, rank: int, observer: AttachedObserver) -> AttachedRun:
-    """What ``plan`` asks of rank ``rank``: a clean stop trains only to the stop step; every rank of a run shares
-    its checkpoint folder (the plan's, or one of the run's own)."""
+def attached_run(plan: FitPlan, observer: AttachedObserver) -> AttachedRun:
+    """What ``plan`` asks of a rank: a clean stop trains only to the stop step; every rank of a run shares its
+    checkpoint folder (:func:`checkpoint_dir`)."""
     clean_stop = plan.interruption == "clean" and plan.stop_step is not None
-    checkpoint_dir = Path(plan.checkpoint) if plan.checkpoint is not None else plan.rank_dir(rank) / "checkpoints"
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    folder = checkpoint_dir(plan)
+    folder.mkdir(parents=True, exist_ok=True)
     return AttachedRun(num_steps=plan.max_steps, max_steps=plan.stop_step if clean_stop else plan.max_steps,
                        save_step=plan.stop_step if plan.checkpoint is not None else None,
-                       checkpoint_dir=checkpoint_dir,
+                       checkpoint_dir=folder,
                        resume_from=None if plan.resume_from is None else Path(plan.resume_from), seed=plan.seed,
                        _observer=observer)
+
+
+def checkpoint_dir(plan: FitPlan) -> Path:
+    """Where the recipe saves in ``plan``: the plan's checkpoint folder when the run dies after saving, else one of
+    the run's own (a run that trains on has its checkpoint copied into the plan's folder once it is written)."""
+    if plan.checkpoint is not None and plan.interruption is not None:
+        return Path(plan.checkpoint)
+    return Path(plan.work_dir) / plan.name / "checkpoints"
 
 
 def attached_fit_run(recipe: type, plan: FitPlan, rank: int = 0) -> FitLog:
     """Seed and let the recipe's own trainer run ``plan`` as rank ``rank``, watched by an :class:`AttachedObserver`."""
     with fit_attempt(plan, rank) as (log, store):
         seed_everything(plan.seed)
-        observer = AttachedObserver(plan, StepRecorder(store) if plan.record else None)
+        trains_on = plan.checkpoint is not None and plan.interruption is None
+        after_save = functools.partial(_copy_when_every_rank_saved, plan, copies=rank == 0) if trains_on else None
+        observer = AttachedObserver(plan, StepRecorder(store) if plan.record else None, after_save)
         try:
-            recipe.run_training(attached_run(plan, rank, observer))
+            recipe.run_training(attached_run(plan, observer))
             observer.run_ends()
         finally:
             observer.detach()
     return log
+
+
+def _copy_when_every_rank_saved(plan: FitPlan, *, copies: bool) -> None:
+    """Once every rank of the run has saved (a barrier where the recipe joined a process group), rank 0 copies the
+    run's checkpoint folder into the plan's."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+    if copies:
+        assert plan.checkpoint is not None
+        snapshot_checkpoint(checkpoint_dir(plan), Path(plan.checkpoint))
 
 
 def run_attached_fits(recipe: type, plans: Sequence[FitPlan], *, world_size: int, in_process: bool,

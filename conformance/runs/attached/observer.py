@@ -5,7 +5,8 @@ A step is closed lazily, at the next forward (training or validation) or when th
 scheduler step and counter increment after ``optimizer.step()`` are in what the kit records; its epoch and the
 loader's position are taken as the optimizer steps (before the loop may find the epoch's data exhausted). The interrupted run
 is crashed or killed as the first training forward after the stop step begins: by then the recipe has saved the
-checkpoint of the stop step, since nothing of the next step has run but fetching its batch.
+checkpoint of the stop step, since nothing of the next step has run but fetching its batch. A run that trains on
+after saving calls its ``after_save`` there instead (the copy of the checkpoint the resumed run restores).
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ class WatchedParts:
 
 
 class AttachedObserver:
-    """Records one rank of one run into ``recorder`` (None: records nothing) and interrupts it as ``plan`` says."""
+    """Records one rank of one run into ``recorder`` (None: records nothing) and interrupts it as ``plan`` says, or
+    calls ``after_save`` once the checkpoint of a run that trains on is written."""
 
-    def __init__(self, plan: FitPlan | None, recorder: StepRecorder | None) -> None:
-        self.plan, self.recorder = plan, recorder
+    def __init__(self, plan: FitPlan | None, recorder: StepRecorder | None,
+                 after_save: Callable[[], None] | None = None) -> None:
+        self.plan, self.recorder, self.after_save = plan, recorder, after_save
         self.parts: WatchedParts | None = None
         self._forwards: ModelWatch | None = None
         self._step_handle: RemovableHandle | None = None
@@ -136,10 +139,15 @@ class AttachedObserver:
                                               self.parts.model.state_dict())
         self._close_step()
         plan = self.plan
-        if training and plan is not None and self._saved_step is not None and plan.interruption in ("crash", "kill"):
-            if plan.interruption == "kill":
-                exit_by_signal_as_planned()
+        if not training or plan is None or self._saved_step is None:
+            return
+        self._saved_step = None
+        if plan.interruption == "kill":
+            exit_by_signal_as_planned()
+        if plan.interruption == "crash":
             raise SimulatedPreemption(f"simulated preemption after optimizer step {plan.stop_step}")
+        if self.after_save is not None:
+            self.after_save()
 
     def _close_step(self) -> None:
         """Record what the loop and the optimizers hold after the step that last called ``optimizer.step()``."""

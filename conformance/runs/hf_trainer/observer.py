@@ -1,6 +1,7 @@
 """What the kit attaches to a recipe's Hugging Face ``Trainer``: one ``TrainerCallback`` and torch's own hooks. It
 records every stream of a step, asks the Trainer for an evaluation every ``validate_every_n_steps`` steps and for a
-checkpoint after the plan's stop step, and interrupts the run once that checkpoint is written.
+checkpoint after the plan's stop step, and once that checkpoint is written interrupts the run or, where the run
+trains on, copies it into the plan's checkpoint folder.
 
 Where each stream is taken: the training batch and the global RNG states by a forward pre-hook on the model (the
 Trainer has fetched the step's micro-batches and restored its RNG by then), outputs and loss (the output's
@@ -12,12 +13,15 @@ through the Trainer's own ``TrainerControl``; nothing of the recipe's code is pa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from conformance.runs.backend import FitPlan
+from conformance.runs.checkpoint_snapshot import snapshot_checkpoint
 from conformance.runs.model_watch import ModelWatch
 from conformance.runs.processes import SimulatedPreemption, exit_by_signal_as_planned
 from conformance.training.recorder import StepRecorder
@@ -73,6 +77,10 @@ class TrainerObserver(TrainerCallback):
             return
         if self.recorder is not None and self._model is not None:
             self.recorder.checkpoint_saved(state.global_step, self._model.state_dict(), None)
+        if plan.interruption is None:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            snapshot_checkpoint(Path(args.output_dir) / name, Path(plan.checkpoint) / name)
+            return
         if plan.interruption == "kill":
             exit_by_signal_as_planned()
         if plan.interruption == "crash":

@@ -19,16 +19,17 @@ __all__ = ["InterruptAfterStep", "Interruption", "ProgressPrinter", "SimulatedPr
 
 @dataclass(frozen=True)
 class Interruption:
-    """Stop a run right after optimizer step ``step``: save ``checkpoint``, then stop cleanly (``clean``), raise
-    (``crash``) or have the process killed by SIGKILL (``kill``, kit-launched rank processes only)."""
+    """Save ``checkpoint`` right after optimizer step ``step``, then train on (``None``), stop cleanly (``clean``),
+    raise (``crash``) or have the process killed by SIGKILL (``kill``, kit-launched rank processes only)."""
 
     step: int
-    style: Literal["clean", "crash", "kill"]
+    style: Literal["clean", "crash", "kill"] | None
     checkpoint: Path
 
 
 class InterruptAfterStep(pl.Callback):
-    """Saves a checkpoint after optimizer step ``step`` (where ``ModelCheckpoint`` would) and ends the run."""
+    """Saves a checkpoint after optimizer step ``step`` (where ``ModelCheckpoint`` would) and, unless the run trains
+    on, ends it."""
 
     def __init__(self, interruption: Interruption) -> None:
         self.interruption = interruption
@@ -50,7 +51,8 @@ class InterruptAfterStep(pl.Callback):
             exit_by_signal_as_planned()
         if self.interruption.style == "crash":
             raise SimulatedPreemption(f"simulated preemption after optimizer step {self.interruption.step}")
-        trainer.should_stop = True
+        if self.interruption.style == "clean":
+            trainer.should_stop = True
 
 
 class StallGuard(pl.Callback):

@@ -140,7 +140,8 @@ class _KitLoop:
             state.model.train(was_training)
 
     def _interrupt(self) -> bool:
-        """Save the checkpoint, then die as the plan says; True for a clean stop (the loop ends here)."""
+        """Save the checkpoint, then die as the plan says; True for a clean stop (the loop ends here), False where
+        the run trains on."""
         plan = self.plan
         if plan.checkpoint is None:
             return False
@@ -152,7 +153,7 @@ class _KitLoop:
             exit_by_signal_as_planned()
         if plan.interruption == "crash":
             raise SimulatedPreemption(f"simulated preemption after optimizer step {plan.stop_step}")
-        return True
+        return plan.interruption == "clean"
 
     def _consumed_samples(self) -> int | None:
         count = self.recipe.consumed_samples(self.state)
