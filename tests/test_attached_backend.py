@@ -20,7 +20,25 @@ from conformance.runs.backend import CheckpointUnreadable
 from conformance.runs.loop.checkpoint_contents import checkpoint_problems
 from conformance.training.recordstore import RecordStore
 from reference_models import certify_attached
+from reference_models.attached_trainer import AttachedTrainerRecipe, TinyTrainer
 from tests.toy_suite import SetupErrorAssertions, adopter
+
+#: The checkpoint folders a :class:`RotatingTrainer` deleted, in order.
+ROTATED: list[str] = []
+
+
+class RotatingTrainer(TinyTrainer):
+    """Keeps only its latest checkpoint (a save limit of 1) and saves once more when training ends."""
+
+    def train(self) -> None:
+        super().train()
+        self.save()
+
+    def save(self) -> None:
+        for old in sorted(self.config.checkpoint_dir.glob("step_*")):
+            ROTATED.append(old.name)
+            shutil.rmtree(old)
+        super().save()
 
 
 class _Opaque:
@@ -125,6 +143,20 @@ class TestAttachedCheckpointFolders(unittest.TestCase):
         with self.assertRaises(CheckpointUnreadable) as caught:
             folder_values(self.folder)
         self.assertIn("extra.pt in the checkpoint cannot be read with weights-only loading", str(caught.exception))
+
+
+class TestCheckpointSnapshot(unittest.TestCase):
+    def test_a_checkpoint_the_reference_run_deletes_later_is_still_the_one_restored(self) -> None:
+        """The reference run trains on after its checkpoint and deletes it at its final save; the resumed run
+        restores the kit's copy of it, taken as it was written (without the copy it would resume at the end)."""
+        ROTATED.clear()
+        cls = type("RotatingCheckpoints", (AttachedTrainerRecipe, StopAndGoConformance, unittest.TestCase),
+                   {"trainer_class": RotatingTrainer, "resume_in_fresh_process": False, "num_steps": 6,
+                    "stop_step": 3})
+        report = run_classes([cls])
+        self.assertIn("step_3", ROTATED, "the reference run never deleted its checkpoint: the test proves nothing")
+        self.assertTrue(report.ok, report.format_text())
+        self.assertEqual(report.statuses()["test_train_loss"], "passed")
 
 
 if __name__ == "__main__":
