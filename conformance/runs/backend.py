@@ -44,6 +44,16 @@ class FitPlan:
     #: Validate after every this many optimizer steps, for backends whose loop the kit drives (None: never).
     validate_every_n_steps: int | None = None
 
+    @property
+    def dies_after_saving(self) -> bool:
+        """Whether the run saves its checkpoint and then ends as ``interruption`` says (otherwise it trains on)."""
+        return self.checkpoint is not None and self.interruption is not None
+
+    @property
+    def trains_on_after_saving(self) -> bool:
+        """Whether the run saves a checkpoint and trains on (the shared trajectory's reference run)."""
+        return self.checkpoint is not None and self.interruption is None
+
     def rank_dir(self, rank: int) -> Path:
         return Path(self.work_dir) / self.name / f"rank{rank}"
 

@@ -40,8 +40,8 @@ def attached_run(plan: FitPlan, observer: AttachedObserver) -> AttachedRun:
 def checkpoint_dir(plan: FitPlan) -> Path:
     """Where the recipe saves in ``plan``: the plan's checkpoint folder when the run dies after saving, else one of
     the run's own (a run that trains on has its checkpoint copied into the plan's folder once it is written)."""
-    if plan.checkpoint is not None and plan.interruption is not None:
-        return Path(plan.checkpoint)
+    if plan.dies_after_saving:
+        return Path(str(plan.checkpoint))
     return Path(plan.work_dir) / plan.name / "checkpoints"
 
 
@@ -49,8 +49,8 @@ def attached_fit_run(recipe: type, plan: FitPlan, rank: int = 0) -> FitLog:
     """Seed and let the recipe's own trainer run ``plan`` as rank ``rank``, watched by an :class:`AttachedObserver`."""
     with fit_attempt(plan, rank) as (log, store):
         seed_everything(plan.seed)
-        trains_on = plan.checkpoint is not None and plan.interruption is None
-        after_save = functools.partial(_copy_when_every_rank_saved, plan, copies=rank == 0) if trains_on else None
+        after_save = (functools.partial(_copy_when_every_rank_saved, plan, copies=rank == 0)
+                      if plan.trains_on_after_saving else None)
         observer = AttachedObserver(plan, StepRecorder(store) if plan.record else None, after_save)
         try:
             recipe.run_training(attached_run(plan, observer))

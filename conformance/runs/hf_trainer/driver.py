@@ -29,8 +29,7 @@ def output_dir(plan: FitPlan, rank: int) -> Path:
     """The Trainer's ``output_dir`` in a run: the checkpoint folder the plan asks for when the run dies after saving
     (the Trainer writes its ``checkpoint-<step>`` inside), else a folder of the run's own (a run that trains on has
     its checkpoint copied into the plan's folder as soon as it is written)."""
-    dies = plan.checkpoint is not None and plan.interruption is not None
-    return Path(plan.checkpoint) if dies else plan.rank_dir(rank) / "trainer"
+    return Path(str(plan.checkpoint)) if plan.dies_after_saving else plan.rank_dir(rank) / "trainer"
 
 
 @contextlib.contextmanager
