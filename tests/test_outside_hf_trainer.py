@@ -128,7 +128,7 @@ class TestKitVerdicts(unittest.TestCase):
         self.assertIn("while batches are collated", root.message, self.text)
         passed = {check for check, status in statuses.items() if status == "passed"}
         self.assertEqual(passed, {"test_checkpoint_contents", "test_global_step", "test_learning_rate",
-                                  "test_lr_scheduler_state", "test_runs_trained"}, self.text)
+                                  "test_lr_scheduler_state", "test_restored_state", "test_runs_trained"}, self.text)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def _empty_runs(cls: type) -> None:
         store.close()
         runs[name] = [RunOutcome(name, store, None, 0.0)]
     cls.reference, cls.interrupted, cls.resumed = runs["reference"], [], runs["resumed"]
-    cls.elastic = {}
+    cls.elastic, cls._comparisons, cls._final_weights, cls._gates = {}, {}, None, None
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ class Divergence:
         """When in training the record was taken: (optimizer step it belongs to, phase, position within it)."""
         if self.stream == "final_weights":
             return (self.key[0], 3)
+        if self.stream == "restored_state":  # after step key[0] ended, before the next one starts
+            return (self.key[0], 1, 1)
         if len(self.key) == 2:  # a micro-batch of the step after global step key[0]
             return (self.key[0] + 1, 0, self.key[1])
         if len(self.key) == 4:  # a validation batch after step key[0]
@@ -45,7 +47,9 @@ class Divergence:
     def describe(self, remedies: Mapping[str, str] | None = None) -> str:
         """The divergence and its remedy (``remedies[stream]``, else the stream table's), in one sentence."""
         on_rank = "" if self.rank is None else f" on rank {self.rank}"
-        where = f"{self.check} first diverges{on_rank} at {describe_key(self.key)} ({self.segment})"
+        where = (f"{self.check} fails{on_rank} as the resumed run starts after optimizer step {self.key[0]}"
+                 if self.stream == "restored_state"
+                 else f"{self.check} first diverges{on_rank} at {describe_key(self.key)} ({self.segment})")
         if self.segment == BEFORE:
             return (f"{where}: the runs differ before any interruption, so the recipe is not deterministic under "
                     "identical seeding and its resume cannot be judged")

@@ -33,6 +33,7 @@ from conformance.suites._assertions import NOT_APPLICABLE, run_failures
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._diagnosis import Divergence, root_cause
 from conformance.suites._elastic import elastic_problems, global_steps
+from conformance.suites._restored_state import GateOutcome, restored_state_gate
 from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
 from conformance.training.recorder import RNG_DRAWN
 from conformance.training.recordstore import Key, RecordStore
@@ -102,6 +103,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     elastic: ClassVar[dict[int, list[RunOutcome]]]
     _comparisons: ClassVar[dict[str, RankedComparison]]
     _final_weights: ClassVar[list[ComparisonResult] | None]
+    _gates: ClassVar[list[GateOutcome] | None] = None
 
     @classmethod
     def settings_problems(cls) -> list[str]:
@@ -214,7 +216,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def prepare(cls) -> None:
         """Train the reference run (and the interrupted run, with an ``interruption``), then the resumed run and any
         elastic resumes from the checkpoint they restore."""
-        cls._comparisons, cls._final_weights = {}, None
+        cls._comparisons, cls._final_weights, cls._gates = {}, None, None
         backend = cls.backend()
         plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
                                  trainer_defaults=cls.validation_schedule(),
@@ -286,6 +288,21 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                 problems.append(f"{self._label(run)}: the weights did not change, nothing was trained")
         ranks = f" on {len(self.reference)} ranks" if len(self.reference) > 1 else ""
         self.conclude(problems, f"all runs trained{ranks}")
+
+    def test_restored_state(self) -> None:
+        """The exact gate, before any tolerance: as its first training step starts, the resumed run holds bit for
+        bit (sha256 over a canonical walk) the weights, optimizer and LR scheduler states that the run which wrote
+        the checkpoint had when it saved it."""
+        self._require_runs(self._saving_run()[0].name, "resumed")
+        gates = self._restored_state_gates()
+        problems = [f"{problem}{self._on(run)}" for run, gate in zip(self.resumed, gates) for problem in gate.problems]
+        if problems:
+            self._fail_with_cause(f"{self.check_name}: the state the resumed run starts from is not the state the "
+                                  f"{self._saving_run()[0].name} run saved after optimizer step {self.stop_step}\n"
+                                  + indent("\n".join(problems)))
+        digests = gates[0].digests
+        self.note_detail(None, f"{', '.join(digests)} restored bit-exact on {len(gates)} rank(s) (sha256 of the "
+                               f"weights {digests.get('weights', '')[:12]})")
 
     def test_global_step(self) -> None:
         """Global step and epoch after every optimizer step."""
@@ -507,10 +524,20 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                                   for reference, resumed in zip(self.reference, self.resumed)]
         return cls._final_weights
 
+    def _restored_state_gates(self) -> list[GateOutcome]:
+        """The exact gate on every rank, once per class."""
+        cls = type(self)
+        if cls._gates is None:
+            cls._gates = [restored_state_gate(saving.records, resumed.records, self.stop_step)
+                          for saving, resumed in zip(self._saving_run(), self.resumed)]
+        return cls._gates
+
     def _root_cause(self) -> Divergence | None:
         """The earliest divergence over every recorded stream (the runs succeeded: the check failing asked)."""
-        divergences = []
-        unused = set() if self._training_draws_randomness() else {"rng_state"}
+        several = len(self.resumed) > 1
+        divergences = [Divergence("restored_state", (self.stop_step,), AFTER, run.rank if several else None)
+                       for run, gate in zip(self.resumed, self._restored_state_gates()) if gate.problems]
+        unused = {"restored_state"} | (set() if self._training_draws_randomness() else {"rng_state"})
         for stream in (stream for stream in CAUSAL_ORDER[:-1] if stream not in unused):
             recorded = self.reference[0].records.keys(stream)
             first = self._comparison(stream).first_divergence() if recorded else None
@@ -519,10 +546,18 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         final = (self.num_steps,)
         recorded = all(final in run.records.keys("final_weights") for run in (*self.reference, *self.resumed))
         if recorded:
-            several = len(self.resumed) > 1
             divergences += [Divergence("final_weights", final, AFTER, run.rank if several else None)
                             for run, result in zip(self.resumed, self._final_weights_comparison()) if not result.ok]
         return root_cause(divergences)
+
+    def _remedies(self) -> dict[str, str]:
+        """What to do about each stream's divergence: the backend's remedies, and for the restored state the gate's
+        first finding."""
+        first = next((problem for gate in self._restored_state_gates() for problem in gate.problems), None)
+        remedies = dict(self.backend().remedies())
+        if first is not None:
+            remedies["restored_state"] = f"{declared_stream('restored_state').remedy}: {first.partition('; likewise')[0]}"
+        return remedies
 
     def _training_draws_randomness(self) -> bool:
         """Whether a training step of the reference run drew random numbers on any rank (True where the run
@@ -538,10 +573,11 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         if root is None:
             self.raise_failure(message.splitlines())
         is_root = root.check == self.check_name
-        self.note_cause(root.describe(self.backend().remedies()), is_root=is_root)
+        described = root.describe(self._remedies())
+        self.note_cause(described, is_root=is_root)
+        cause = (f"  root cause: this is the earliest divergence of all streams; {described}" if is_root
+                 else f"  a consequence of the root cause: {described}")
         headline, _, rest = message.partition("\n")
-        cause = (f"  root cause: this is the earliest divergence of all streams; {root.describe(self.backend().remedies())}" if is_root
-                 else f"  a consequence of the root cause: {root.describe(self.backend().remedies())}")
         self.raise_failure([part for part in (headline, cause, rest) if part])
 
     def _require_runs(self, *names: str) -> None:

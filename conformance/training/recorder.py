@@ -15,10 +15,12 @@ import torch
 from conformance.training.recordstore import Key, RecordStore
 from conformance.training.rng import capture_rng_state
 
-__all__ = ["RNG_DRAWN", "StepRecorder", "same_state"]
+__all__ = ["RESTORED_STATE", "RNG_DRAWN", "StepRecorder", "same_state"]
 
 #: Evidence beside the compared streams: per training micro-batch, whether its step drew random numbers.
 RNG_DRAWN = "rng_drawn"
+#: The state a resumed run starts training from (see :meth:`StepRecorder.state_restored`).
+RESTORED_STATE = "restored_state"
 
 
 class StepRecorder:
@@ -27,6 +29,8 @@ class StepRecorder:
     def __init__(self, store: RecordStore) -> None:
         self.store = store
         self._rng_at_start: dict[str, Any] | None = None
+        self._restored_recorded = False
+        self._saved_steps: set[int] = set()
 
     def training_starts(self, step: int, consumed_samples: int | None, data_class: str | None,
                         weights: dict[str, Any], *, data_keeps_count: bool = False) -> None:
@@ -35,6 +39,23 @@ class StepRecorder:
         self.store.write("start", (step,), {"global_step": step, "consumed_samples": consumed_samples,
                                             "datamodule_class": data_class, "data_keeps_count": data_keeps_count})
         self.store.write("initial_weights", (step,), weights)
+
+    def state_restored(self, step: int, model: torch.nn.Module, optimizers: Sequence[Any],
+                       lr_schedulers: Sequence[Any]) -> None:
+        """The state a resumed run starts training from, as its first training step starts (before any update):
+        weights, every optimizer's and LR scheduler's ``state_dict()``, and the parameters' names in each optimizer's
+        order. Recorded once, and only by a run that starts after global step 0 (one that restored something)."""
+        if self._restored_recorded or step == 0:
+            return
+        self._restored_recorded = True
+        names = {id(parameter): name for name, parameter in model.named_parameters()}
+        parameter_names = [[names.get(id(parameter), f"#{index}") for index, parameter in
+                            enumerate(parameter for group in optimizer.param_groups for parameter in group["params"])]
+                           for optimizer in optimizers]
+        self.store.write(RESTORED_STATE, (step,), {
+            "weights": model.state_dict(), "optimizers": [optimizer.state_dict() for optimizer in optimizers],
+            "lr_schedulers": [scheduler.state_dict() for scheduler in lr_schedulers],
+            "parameter_names": parameter_names})
 
     def micro_batch_starts(self, key: Key, batch: Any) -> None:
         """The RNG state and the batch as the step's code receives them (before any in-place change)."""
@@ -67,7 +88,10 @@ class StepRecorder:
 
     def checkpoint_saved(self, step: int, weights: dict[str, Any], data_state: Any) -> None:
         """The model's weights and this rank's data position (its loader's state) as the run saves its checkpoint
-        after ``step``: what the checkpoint must hold."""
+        after ``step``: what the checkpoint must hold. A second save after the same step records nothing."""
+        if step in self._saved_steps:
+            return
+        self._saved_steps.add(step)
         self.store.write("saved_weights", (step,), weights)
         self.store.write("saved_data_state", (step,), data_state)
 

@@ -52,6 +52,10 @@ def _optimizer_moments(optimizers: list[Any]) -> list[Any]:
 #: Every compared stream, in the order one feeds the next within the same moment of training (ties in the
 #: root-cause diagnosis go to the earlier one).
 STREAMS: tuple[Stream, ...] = (
+    Stream("restored_state", "run", "the resumed run's weights, optimizer and LR scheduler states as its first "
+           "training step starts, held bit for bit against the saving run's when it saved",
+           "the checkpoint does not give back the state the run had when it saved it",
+           "the resumed run recorded no state at its start"),
     Stream("rng_state", "micro_batch", "global RNG states as the training step starts (after every hook before it)",
            "the random state is not restored: checkpoint and restore it where the step starts, or reseed python, "
            "numpy and torch (and Megatron's model-parallel RNG tracker, if the model draws from it) from the global "

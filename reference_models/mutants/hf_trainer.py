@@ -74,7 +74,8 @@ HF_TRAINER_MUTANTS: tuple[Mutant, ...] = tuple(dataclasses.replace(mutant, skips
     Mutant(
         "hf_save_only_model", "save_only_model=True: checkpoints keep the weights, not the optimizer, scheduler or RNG",
         _recipe("save_only_model", make_trainer=_with_arguments(save_only_model=True)),
-        kills={"test_optimizer_state": "first divergence at optimizer step 5",
+        kills={"test_restored_state": "`exp_avg` of parameter `transformer.wte.weight` is missing (not restored)",
+               "test_optimizer_state": "first divergence at optimizer step 5",
                "test_lr_scheduler_state": "first divergence at optimizer step 5",
                "test_checkpoint_contents": "optimizer.pt is not in it"},
         may_also_fail=WEIGHTS_DRIFT | {"test_learning_rate", "test_rng_state"},
@@ -82,7 +83,9 @@ HF_TRAINER_MUTANTS: tuple[Mutant, ...] = tuple(dataclasses.replace(mutant, skips
     Mutant(
         "hf_callback_state_not_exported", "a warmup callback keeps its step counter in memory only: warmup restarts",
         _recipe("callback_state_not_exported", make_trainer=_with_warmup_callback),
-        kills={"test_learning_rate": "first divergence at optimizer step 5"},
+        kills={"test_learning_rate": "first divergence at optimizer step 5",
+               # the callback sets the restarted warmup's rate on the optimizer before the first resumed forward
+               "test_restored_state": "optimizer 0: `lr` of param group 0 is"},
         may_also_fail=WEIGHTS_DRIFT,
     ),
     Mutant(

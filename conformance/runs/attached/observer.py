@@ -137,6 +137,8 @@ class AttachedObserver:
             if self.recorder is not None:
                 self.recorder.training_starts(self.parts.step(), None, _class_name(self.parts.loader),
                                               self.parts.model.state_dict())
+                self.recorder.state_restored(self.parts.step(), self.parts.model, self.parts.optimizers,
+                                             self.parts.lr_schedulers)
         self._close_step()
         plan = self.plan
         if not training or plan is None or self._saved_step is None:

@@ -39,7 +39,7 @@ class TrainerObserver(TrainerCallback):
         self._model: torch.nn.Module | None = None
         self._optimizer: Any = None
         self._scheduler: Any = None
-        self._forwards = ModelWatch(recorder, self._completed_steps)
+        self._forwards = ModelWatch(recorder, self._completed_steps, self._forward_begins)
 
     # --- the Trainer's events ------------------------------------------------------------------------------
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -96,6 +96,12 @@ class TrainerObserver(TrainerCallback):
     def detach(self) -> None:
         """Remove the torch hooks (also when the run ends by an exception)."""
         self._forwards.detach()
+
+    def _forward_begins(self, training: bool) -> None:
+        if training and self.recorder is not None and self._model is not None and self._state is not None:
+            self.recorder.state_restored(self._state.global_step, self._model,
+                                         [] if self._optimizer is None else [self._optimizer],
+                                         [] if self._scheduler is None else [self._scheduler])
 
     def _completed_steps(self) -> int:
         assert self._state is not None

@@ -49,10 +49,13 @@ class TrainingRecorder(pl.Callback):
         self._validation_pass = 0
         self._validation_dataloader = 0
         self._validation_batch = 0
+        self._trainer: pl.Trainer | None = None
+        self._module: pl.LightningModule | None = None
 
     # --- observing the model ---------------------------------------------------------------------------------
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trainer, self._module = trainer, pl_module
         self._hook = pl_module.register_forward_hook(self._capture_forward)
         wrap_method(pl_module, "training_step", self._observe_training_step)
         wrap_method(pl_module, "validation_step", self._observe_validation_step)
@@ -73,6 +76,10 @@ class TrainingRecorder(pl.Callback):
         what it computed."""
         key = (self._batch_step, self._micro_batch)
         self._micro_batch += 1
+        trainer = self._trainer
+        assert trainer is not None and self._module is not None, "on_fit_start wraps training_step"
+        self.steps.state_restored(self._batch_step, self._module, trainer.optimizers,
+                                  [config.scheduler for config in trainer.lr_scheduler_configs])
         self.steps.micro_batch_starts(key, args[0] if args else kwargs.get("batch"))  # before any in-place change
         return self._observe_step("train", key, training_step, args, kwargs)
 
@@ -134,6 +141,11 @@ class TrainingRecorder(pl.Callback):
         self.steps.optimizer_step_ends(step, trainer.current_epoch, self._learning_rates, self.consumed_samples(trainer),
                                        [opt.state_dict() for opt in trainer.optimizers],
                                        [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs])
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self.steps.checkpoint_saved(trainer.global_step, pl_module.state_dict(), None)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -104,6 +104,7 @@ class _KitLoop:
         key = (state.step, 0)
         _call_each(state.stateful.values(), "on_train_step_start")
         if recorder is not None:
+            recorder.state_restored(state.step, state.model, state.optimizers, state.lr_schedulers)
             recorder.micro_batch_starts(key, batch)
         self._outputs, self._learning_rates = [], []
         try:
