@@ -1,7 +1,8 @@
 """False verdicts found by outside recipes (issue 21, section 4), each pinned: a recipe whose training steps draw no
 random numbers passes test_rng_state with a note when its unused random state is not restored (the same recipe with
 dropout fails); a StatefulDataLoader data module that resumes exactly and keeps no consumed-samples count is not
-failed for the shape of its state."""
+failed for the shape of its state; an EMA callback that keeps no checkpoint state fails the exact gate, naming the
+callback (the same EMA with state_dict() and load_state_dict() passes every check)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,22 @@ class TestStateShapeVerdicts(unittest.TestCase):
         self.assertTrue(report.ok, report.format_text())
         for check in ("test_consumed_samples", "test_initial_consumed_samples", "test_checkpoint_contents"):
             self.assertEqual(report.outcome("StatefulLoaderCountedByHook", check).status, "passed")
+
+
+class TestCallbackStateVerdicts(unittest.TestCase):
+    def test_an_ema_callback_without_checkpoint_state_fails_the_exact_gate_only(self) -> None:
+        report = run_classes([subjects.EMAWithoutCheckpointState])
+        failed = {outcome.check for outcome in report.outcomes if outcome.status == "failed"}
+        self.assertEqual(failed, {"test_restored_state"}, report.format_text())
+        message = report.outcome("EMAWithoutCheckpointState", "test_restored_state").message
+        self.assertIn("callback EMAOfWeights: `shadow.transformer.", message)
+        self.assertIn("give the callback state_dict() and load_state_dict()", message)
+
+    def test_the_same_ema_with_checkpoint_state_passes(self) -> None:
+        report = run_classes([subjects.EMAWithCheckpointState])
+        self.assertTrue(report.ok, report.format_text())
+        self.assertIn("callback CheckpointedEMA restored bit-exact",
+                      report.outcome("EMAWithCheckpointState", "test_restored_state").summary)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The exact gate of a resume: the state the resumed run starts training from must be bit-identical to the state
 the run that wrote the checkpoint had when it saved it (its weights, every optimizer's tensors and param-group
-settings, every LR scheduler's state), digest for digest. Where it is not, say which state differs and how.
+settings, every LR scheduler's state, the tensors its callbacks hold), digest for digest. Where it is not, say which
+state differs and how.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.training.recorder import RESTORED_STATE
+from conformance.training.recorder import RESTORED_CALLBACKS, RESTORED_STATE, SAVED_CALLBACKS
 from conformance.training.recordstore import RecordStore
 from conformance.training.state_digest import Path, describe_path, leaf_difference, leaves, state_digest
 
@@ -17,6 +18,8 @@ __all__ = ["GateOutcome", "restored_state_gate"]
 
 #: Paths named per differing state before "and N more".
 _NAMED = 3
+#: What a resumed run configures when a component is on one side only, by the component's kind.
+_OTHER_SET = {"callback": "other callbacks (by state_key)"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ def restored_state_gate(saving: RecordStore, resumed: RecordStore, stop_step: in
     restored = resumed.read(RESTORED_STATE, key)
     saved = {"weights": saving.read("saved_weights", key), "optimizers": saving.read("optimizer_state", key),
              "lr_schedulers": saving.read("lr_scheduler_state", key)}
+    if key in saving.keys(SAVED_CALLBACKS) and key in resumed.keys(RESTORED_CALLBACKS):
+        saved["callbacks"] = saving.read(SAVED_CALLBACKS, key)
+        restored = {**restored, "callbacks": resumed.read(RESTORED_CALLBACKS, key)}
     if not any(True for _ in leaves(saved["weights"])):
         return GateOutcome(["the saving run's weights hold nothing: there is no state to compare"], {})
     problems, digests = [], {}
@@ -66,13 +72,16 @@ def _components(saved: dict[str, Any], restored: dict[str, Any]) -> Iterator[tup
             yield (f"{label} {index}", saved_list[index] if index < len(saved_list) else None,
                    restored_list[index] if index < len(restored_list) else None,
                    names[index] if kind == "optimizers" and index < len(names) else ())
+    saved_callbacks, restored_callbacks = saved.get("callbacks", {}), restored.get("callbacks", {})
+    for state_key in [*saved_callbacks, *(key for key in restored_callbacks if key not in saved_callbacks)]:
+        yield (f"callback {state_key}", saved_callbacks.get(state_key), restored_callbacks.get(state_key), ())
 
 
 def _describe(component: str, saved: Any, restored: Any, names: Sequence[str]) -> list[str]:
     """What differs in one component, grouped: one line per (field, kind of difference), naming a few paths."""
     if saved is None or restored is None:
         return [(f"{component}: {'the saving run had none' if saved is None else 'the resumed run has none'}: the "
-                "resumed run configures another number of them")]
+                 f"resumed run configures {_OTHER_SET.get(component.split()[0], 'another number of them')}")]
     saved_leaves, restored_leaves = dict(leaves(saved)), dict(leaves(restored))
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for path in [*saved_leaves, *(path for path in restored_leaves if path not in saved_leaves)]:
@@ -85,7 +94,11 @@ def _describe(component: str, saved: Any, restored: Any, names: Sequence[str]) -
         if difference:
             field, subject = _field_and_subject(path, names)
             groups.setdefault((field, difference.partition(" (")[0]), []).append((subject, difference))
-    return [_group_line(component, field, entries) for (field, _), entries in groups.items()]
+    lines = [_group_line(component, field, entries) for (field, _), entries in groups.items()]
+    if lines and component.startswith("callback "):
+        lines[-1] += (" (a callback's tensors must come back from the checkpoint: give the callback state_dict() "
+                      "and load_state_dict() returning and restoring them)")
+    return lines
 
 
 def _field_and_subject(path: Path, names: Sequence[str]) -> tuple[str, str]:

@@ -15,12 +15,14 @@ import torch
 from conformance.training.recordstore import Key, RecordStore
 from conformance.training.rng import capture_rng_state
 
-__all__ = ["RESTORED_STATE", "RNG_DRAWN", "StepRecorder", "same_state"]
+__all__ = ["RESTORED_CALLBACKS", "RESTORED_STATE", "RNG_DRAWN", "SAVED_CALLBACKS", "StepRecorder", "same_state"]
 
 #: Evidence beside the compared streams: per training micro-batch, whether its step drew random numbers.
 RNG_DRAWN = "rng_drawn"
 #: The state a resumed run starts training from (see :meth:`StepRecorder.state_restored`).
 RESTORED_STATE = "restored_state"
+#: The tensors the recipe's callbacks hold as a run saves its checkpoint, and as a resumed run starts training.
+SAVED_CALLBACKS, RESTORED_CALLBACKS = "saved_callbacks", "restored_callbacks"
 
 
 class StepRecorder:
@@ -57,6 +59,12 @@ class StepRecorder:
             "lr_schedulers": [scheduler.state_dict() for scheduler in lr_schedulers],
             "parameter_names": parameter_names})
 
+    def callbacks_restored(self, step: int, callback_state: dict[str, Any]) -> None:
+        """The tensors the recipe's callbacks hold as a run that restored a checkpoint (``step`` > 0) starts
+        training, before any training batch."""
+        if step > 0:
+            self.store.write(RESTORED_CALLBACKS, (step,), callback_state)
+
     def micro_batch_starts(self, key: Key, batch: Any) -> None:
         """The RNG state and the batch as the step's code receives them (before any in-place change)."""
         self._rng_at_start = capture_rng_state()
@@ -86,14 +94,18 @@ class StepRecorder:
         self.store.write("optimizer_state", (step,), list(optimizer_states))
         self.store.write("lr_scheduler_state", (step,), list(scheduler_states))
 
-    def checkpoint_saved(self, step: int, weights: dict[str, Any], data_state: Any) -> None:
-        """The model's weights and this rank's data position (its loader's state) as the run saves its checkpoint
-        after ``step``: what the checkpoint must hold. A second save after the same step records nothing."""
+    def checkpoint_saved(self, step: int, weights: dict[str, Any], data_state: Any,
+                         callback_state: dict[str, Any] | None = None) -> None:
+        """The model's weights, this rank's data position (its loader's state) and, where the backend has
+        callbacks, the tensors they hold, as the run saves its checkpoint after ``step``: what the checkpoint must
+        hold. A second save after the same step records nothing."""
         if step in self._saved_steps:
             return
         self._saved_steps.add(step)
         self.store.write("saved_weights", (step,), weights)
         self.store.write("saved_data_state", (step,), data_state)
+        if callback_state is not None:
+            self.store.write(SAVED_CALLBACKS, (step,), callback_state)
 
     def training_ends(self, step: int, weights: dict[str, Any]) -> None:
         self.store.write("final_weights", (step,), weights)

@@ -62,9 +62,10 @@ def fit_run(recipe: Recipe, plan: FitPlan, rank: int = 0) -> FitLog:
     """Seed, build the recipe afresh and ``fit`` it as rank ``rank`` of this process's world."""
     recipe_kwargs = trainer_kwargs_of(recipe, plan)
     with fit_attempt(plan, rank) as (log, store), quiet_lightning(), seeded(plan.seed), run_context(recipe_kwargs):
-        callbacks = [*recipe.make_callbacks(), StallGuard()]
+        recipe_callbacks = recipe.make_callbacks()
+        callbacks = [*recipe_callbacks, StallGuard()]
         if plan.record:
-            callbacks.append(TrainingRecorder(store, recipe.consumed_samples))
+            callbacks.append(TrainingRecorder(store, recipe.consumed_samples, recipe_callbacks))
         if plan.stop_step is not None:
             callbacks.append(InterruptAfterStep(Interruption(plan.stop_step, plan.interruption,
                                                              Path(plan.checkpoint))))

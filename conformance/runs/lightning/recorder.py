@@ -5,7 +5,7 @@ step, consumed samples, data module class), ``initial_weights`` and ``final_weig
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -13,6 +13,7 @@ import torch
 from typing_extensions import override
 
 from conformance._wrapping import unwrap_method, wrap_method
+from conformance.runs.lightning.callback_state import callback_tensors
 from conformance.training.data import datamodule_consumed_samples
 from conformance.training.recorder import StepRecorder
 from conformance.training.recordstore import Key, RecordStore, to_record
@@ -31,10 +32,13 @@ class TrainingRecorder(pl.Callback):
     """
 
     def __init__(self, store: RecordStore,
-                 consumed_samples: Callable[[pl.Trainer], int | None] = datamodule_consumed_samples) -> None:
+                 consumed_samples: Callable[[pl.Trainer], int | None] = datamodule_consumed_samples,
+                 recipe_callbacks: Sequence[pl.Callback] = ()) -> None:
         self.store = store
         self.steps = StepRecorder(store)
         self.consumed_samples = consumed_samples
+        #: The recipe's own callbacks, whose tensors a resume must give back.
+        self.recipe_callbacks = tuple(recipe_callbacks)
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._forward_outputs: list[Any] | None = None
         #: training_step or validation_step calls in progress: forward calls are observed only inside one (under
@@ -117,6 +121,7 @@ class TrainingRecorder(pl.Callback):
         self.steps.training_starts(step, self.consumed_samples(trainer),
                                    None if datamodule is None else type(datamodule).__qualname__, pl_module.state_dict(),
                                    data_keeps_count=datamodule_consumed_samples(trainer) is not None)
+        self.steps.callbacks_restored(step, callback_tensors(self.recipe_callbacks))
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -145,7 +150,8 @@ class TrainingRecorder(pl.Callback):
     @override
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        self.steps.checkpoint_saved(trainer.global_step, pl_module.state_dict(), None)
+        self.steps.checkpoint_saved(trainer.global_step, pl_module.state_dict(), None,
+                                    callback_tensors(self.recipe_callbacks))
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
