@@ -6,10 +6,18 @@ callback (the same EMA with state_dict() and load_state_dict() passes every chec
 
 from __future__ import annotations
 
+import tempfile
 import unittest
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
 
 from conformance.report import run_classes
 from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
+from reference_models.data import SyntheticDataModule
+from reference_models.gpt import TinyGPT
+from reference_models.transformer import TransformerConfig
 from tests import false_verdict_subjects as subjects
 
 _OLD_LIGHTNING = "Lightning < 2.5 resumes one micro-batch early: these exact recipes do not resume exactly there"
@@ -64,6 +72,41 @@ class TestCallbackStateVerdicts(unittest.TestCase):
         self.assertTrue(report.ok, report.format_text())
         self.assertIn("callback CheckpointedEMA restored bit-exact",
                       report.outcome("EMAWithCheckpointState", "test_restored_state").summary)
+
+
+def _exported_ema(ema: pl.Callback, max_steps: int, resume_from: Path | None = None,
+                  save_to: Path | None = None) -> dict[str, torch.Tensor]:
+    """Ground truth without the kit: fit the tiny GPT (no dropout) with ``ema`` in plain Lightning and return the
+    EMA it exported."""
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_steps=max_steps, max_epochs=-1, callbacks=[ema], accumulate_grad_batches=2,
+                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(TinyGPT(TransformerConfig(dropout=0.0)), datamodule=SyntheticDataModule(), ckpt_path=resume_from)
+    if save_to is not None:
+        trainer.save_checkpoint(save_to)
+    return ema.exported
+
+
+@unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, _OLD_LIGHTNING)
+class TestCallbackStateGroundTruth(unittest.TestCase):
+    """The EMA subjects' verdicts hold without the kit: interrupted after 3 of 6 steps and resumed in a fresh
+    trainer, only the checkpointed EMA exports the uninterrupted run's EMA."""
+
+    def exported_difference(self, ema_class: type[pl.Callback]) -> float:
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = Path(folder, "step3.ckpt")
+            uninterrupted = _exported_ema(ema_class(), 6)
+            _exported_ema(ema_class(), 3, save_to=checkpoint)
+            resumed = _exported_ema(ema_class(), 6, resume_from=checkpoint)
+        self.assertEqual(resumed.keys(), uninterrupted.keys())
+        return max((resumed[name] - uninterrupted[name]).abs().max().item() for name in uninterrupted)
+
+    def test_the_checkpointed_ema_resumes_exactly(self) -> None:
+        self.assertEqual(self.exported_difference(subjects.CheckpointedEMA), 0.0)
+
+    def test_the_ema_without_checkpoint_state_does_not(self) -> None:
+        self.assertGreater(self.exported_difference(subjects.EMAOfWeights), 1e-4)
 
 
 if __name__ == "__main__":
