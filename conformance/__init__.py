@@ -4,6 +4,7 @@ Adopters inherit a mixin first and ``unittest.TestCase`` second; importing this 
 """
 
 from conformance.compare import ComparisonError, ComparisonResult, Difference, Tolerance, assert_close
+from conformance.determinism import deterministic_mode, enable_deterministic_mode
 from conformance.errors import ConformanceSetupError, ElasticResumeRefused, PredictionReadError
 from conformance.predictions.manifest import write_rank_manifest
 from conformance.predictions.parquet_writer import ParquetPredictionWriter
@@ -15,10 +16,12 @@ from conformance.runs.loop.state import LoopRNGState, TrainingState
 from conformance.suites.datamodule import DataModuleResumeConformance
 from conformance.suites.prediction import PredictionWriterConformance
 from conformance.suites.stop_and_go import StopAndGoConformance
+from conformance.tolerance_profiles import TOLERANCE_PROFILES, ToleranceProfile
 from conformance.training.data import ConsumedSamplesBatchSampler, ResumableDataModule
 from conformance.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
+    "TOLERANCE_PROFILES",
     "AttachedRun",
     "ComparisonError",
     "ComparisonResult",
@@ -37,9 +40,12 @@ __all__ = [
     "ResumableDataModule",
     "StopAndGoConformance",
     "Tolerance",
+    "ToleranceProfile",
     "TrainingState",
     "assert_close",
     "capture_rng_state",
+    "deterministic_mode",
+    "enable_deterministic_mode",
     "read_predictions",
     "restore_rng_state",
     "write_rank_manifest",

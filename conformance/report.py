@@ -47,6 +47,8 @@ class CheckOutcome:
     environment: str = ""
     #: The backend that ran the class's recipe ("Lightning", "PyTorch loop", ...), else "".
     backend: str = ""
+    #: What the verdict was reached under (the tolerance profile, deterministic mode), else "".
+    conditions: str = ""
 
     def describe_worst(self) -> str:
         """The largest difference seen against its tolerance, in one phrase."""
@@ -87,9 +89,10 @@ class Report:
         for suite in dict.fromkeys(outcome.suite for outcome in self.outcomes):
             environment = next((o.environment for o in self.outcomes if o.suite == suite and o.environment), "")
             lines.append(f"{suite} [{environment}]" if environment else suite)
-            backend = next((o.backend for o in self.outcomes if o.suite == suite and o.backend), "")
-            if backend:
-                lines.append(f"  backend: {backend}")
+            for label in ("backend", "conditions"):
+                value = next((getattr(o, label) for o in self.outcomes if o.suite == suite and getattr(o, label)), "")
+                if value:
+                    lines.append(f"  {label}: {value}")
             causes = [o for o in self.outcomes if o.suite == suite and o.status in _BAD and o.cause]
             if causes:
                 root = next((o for o in causes if o.is_root), causes[0])
@@ -133,8 +136,8 @@ class Report:
                 errors=str(sum(o.status == ERROR for o in mine)),
                 skipped=str(sum(o.status in (EXPECTED_FAILURE, SKIPPED, NOT_APPLICABLE) for o in mine)),
             )
-            labels = {"backend": next((o.backend for o in mine if o.backend), ""),
-                      "environment": next((o.environment for o in mine if o.environment), "")}
+            labels = {label: next((getattr(o, label) for o in mine if getattr(o, label)), "")
+                      for label in ("backend", "environment", "conditions")}
             if any(labels.values()):
                 properties = ElementTree.SubElement(element, "properties")
                 for name, value in labels.items():
@@ -184,7 +187,8 @@ class _CollectingResult(unittest.TestResult):
         outcome = CheckOutcome(suite, check, status, message, time.perf_counter() - self._started,
                                detail.worst if detail else None, detail.summary if detail else "", reason,
                                detail.cause if detail else "", detail.is_root if detail else False,
-                               getattr(cls, "run_environment", None) or "", getattr(cls, "run_backend", None) or "")
+                               getattr(cls, "run_environment", None) or "", getattr(cls, "run_backend", None) or "",
+                               getattr(cls, "run_conditions", None) or "")
         self.outcomes.append(outcome)
         if self.echo is not None:
             shown = outcome.message.splitlines()[0] if status in _BAD and outcome.message else ""

@@ -126,11 +126,35 @@ class TestSettingsValidation(unittest.TestCase):
         options = cls.comparison_options("test_train_loss")
         self.assertEqual((options["atol"], options["rtol"]), (1e-3, 0.1))
         self.assertEqual(options["path_tolerances"]["*exp_avg*"], conformance.Tolerance(1, 2))
-        self.assertEqual(cls.comparison_options("test_rng_state"), {"atol": 1e-3, "rtol": None})
+        self.assertEqual(cls.comparison_options("test_rng_state"), {"atol": 1e-3, "rtol": 0.0})
         plain = type("Plain", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {})
-        self.assertEqual(plain.comparison_options("test_optimizer_state"), {"atol": 0.0, "rtol": None},
-                         "optimizer state is compared relatively by default (tiny second moments)")
+        self.assertEqual(plain.comparison_options("test_optimizer_state"), {"atol": 0.0, "rtol": 0.0},
+                         "the strict profile is the default: bit-exact")
         self.assertEqual(cls.comparison_options("test_optimizer_state")["atol"], 1e-3, "the adopter's value wins")
+
+    def test_a_tolerance_profile_loosens_computed_checks_only_with_its_own_first_step_envelope(self) -> None:
+        cls = type("OnGPU", (GPTRecipe, StopAndGoConformance, unittest.TestCase), {"tolerance_profile": "gpu_fp32"})
+        profile = conformance.TOLERANCE_PROFILES["gpu_fp32"]
+        self.assertEqual(cls.comparison_options("test_train_loss"), {"atol": profile.atol, "rtol": profile.rtol})
+        self.assertEqual(cls.comparison_options("test_train_loss", first_step=True),
+                         {"atol": profile.first_step_atol, "rtol": profile.first_step_rtol})
+        self.assertLess(profile.first_step_rtol, profile.rtol)
+        for exact in ("test_rng_state", "test_train_inputs", "test_learning_rate", "test_lr_scheduler_state",
+                      "test_global_step", "test_consumed_samples"):
+            self.assertEqual(cls.comparison_options(exact), {"atol": 0.0, "rtol": 0.0}, exact)
+        self.assertEqual(cls.comparison_options("test_elastic_resume"), {"atol": 1e-5, "rtol": 1e-4},
+                         "no profile applies to an elastic resume")
+        overridden = type("Overridden", (cls,), {"tolerances": {"test_train_loss": {"rtol": 0.5}}})
+        self.assertEqual(overridden.comparison_options("test_train_loss", first_step=True)["rtol"], 0.5)
+
+    def test_an_unknown_tolerance_profile_is_a_setup_error_naming_the_profiles(self) -> None:
+        cls = type("Typo", (GPTRecipe, StopAndGoConformance, unittest.TestCase),
+                   {"tolerance_profile": "gpu", "deterministic_mode": "yes", "resume_in_fresh_process": False})
+        with self.assertRaises(conformance.ConformanceSetupError) as caught:
+            cls.validate_settings()
+        self.assertIn("tolerance_profile must be one of 'strict', 'gpu_fp32', 'gpu_bf16', got 'gpu'",
+                      str(caught.exception))
+        self.assertIn("deterministic_mode must be True or False, got 'yes'", str(caught.exception))
 
 
 class NoBatchSizes(ResumableDataModule, pl.LightningDataModule):

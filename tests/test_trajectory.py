@@ -27,7 +27,8 @@ class TestIdenticalRecords(unittest.TestCase):
 
     def compare(self, **options: object):
         return compare_stream("s", self.stores["continuous"], self.stores["resumed"],
-                              interrupted=self.stores["interrupted"], options={"atol": 1e-6, "rtol": 0.0, **options})
+                              interrupted=self.stores["interrupted"],
+                              options=lambda key: {"atol": 1e-6, "rtol": 0.0, **options})
 
     def test_a_nan_in_both_runs_still_diverges_without_equal_nan(self) -> None:
         same = torch.tensor([1.0, 2.0])

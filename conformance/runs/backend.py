@@ -43,6 +43,8 @@ class FitPlan:
     shares_records_with: str | None = None
     #: Validate after every this many optimizer steps, for backends whose loop the kit drives (None: never).
     validate_every_n_steps: int | None = None
+    #: Train in deterministic mode (:mod:`conformance.determinism`), switched on before the recipe builds anything.
+    deterministic: bool = False
 
     @property
     def dies_after_saving(self) -> bool:

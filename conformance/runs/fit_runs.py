@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from conformance.determinism import deterministic_mode
 from conformance.runs.backend import FitPlan, RunOutcome
 from conformance.runs.processes import RankLog, SimulatedPreemption, finish_jobs, start_recipe_job
 from conformance.training.recordstore import RecordStore
@@ -25,8 +26,9 @@ class FitLog(RankLog):
 
 @contextlib.contextmanager
 def fit_attempt(plan: FitPlan, rank: int) -> Iterator[tuple[FitLog, RecordStore]]:
-    """One rank's attempt at ``plan`` in an emptied run folder: yields its log and record store, records the
-    recipe's failure (an interruption's own preemption is none) and the time taken, and closes the store."""
+    """One rank's attempt at ``plan`` in an emptied run folder, in deterministic mode if the plan asks: yields its
+    log and record store, records the recipe's failure (an interruption's own preemption is none) and the time
+    taken, and closes the store."""
     started = time.perf_counter()
     log = FitLog(rank=rank)
     run_dir = plan.rank_dir(rank)
@@ -34,7 +36,8 @@ def fit_attempt(plan: FitPlan, rank: int) -> Iterator[tuple[FitLog, RecordStore]
     run_dir.mkdir(parents=True)
     store = plan.store(rank)
     try:
-        yield log, store
+        with deterministic_mode(plan.deterministic):
+            yield log, store
     except SimulatedPreemption:
         pass
     except Exception as exc:  # noqa: BLE001 - the recipe's failure is a finding, reported by the checks

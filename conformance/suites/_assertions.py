@@ -90,6 +90,8 @@ class CheckAssertions:
     run_environment: ClassVar[str | None] = None
     #: Which backend ran the class's recipe ("Lightning", "PyTorch loop", ...), set at class set-up, for reports.
     run_backend: ClassVar[str | None] = None
+    #: What the class's verdicts are reached under (tolerance profile, deterministic mode), for reports.
+    run_conditions: ClassVar[str | None] = None
     _testMethodName: str  # set by unittest.TestCase
 
     @property

@@ -224,14 +224,21 @@ class ConformanceSuite(CheckAssertions):
     default_tolerances: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @classmethod
-    def comparison_options(cls, check: str) -> dict[str, Any]:
+    def suite_tolerances(cls, check: str, *, first_step: bool = False) -> Mapping[str, Any]:
+        """The suite's own tolerance settings for ``check`` (``first_step``: for a record of the first step after a
+        resume), under the adopter's ``atol``/``rtol`` and ``tolerances``: ``default_tolerances[check]``."""
+        return cls.default_tolerances.get(check, {})
+
+    @classmethod
+    def comparison_options(cls, check: str, *, first_step: bool = False) -> dict[str, Any]:
         """Keyword arguments for :func:`conformance.compare.compare` in ``check``.
 
-        Precedence: ``tolerances[check]``, then the class-wide ``atol``/``rtol``, then the suite's
-        ``default_tolerances[check]``, then the comparator's per-dtype defaults.
+        Precedence: ``tolerances[check]``, then the class-wide ``atol``/``rtol``, then the suite's own
+        (:meth:`suite_tolerances`), then the comparator's per-dtype defaults.
         """
         class_wide = {name: getattr(cls, name) for name in ("atol", "rtol") if getattr(cls, name) is not None}
-        settings = {**cls.default_tolerances.get(check, {}), **class_wide, **cls.tolerances.get(check, {})}
+        settings = {**cls.suite_tolerances(check, first_step=first_step), **class_wide,
+                    **cls.tolerances.get(check, {})}
         paths = settings.pop("paths", None)
         options: dict[str, Any] = {"atol": None, "rtol": None, **settings}
         if paths:

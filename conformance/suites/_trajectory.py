@@ -131,7 +131,8 @@ class RankedComparison:
         return "\n".join(lines)
 
 
-def compare_stream(stream: str, reference: RecordStore, resumed: RecordStore, *, options: dict[str, Any],
+def compare_stream(stream: str, reference: RecordStore, resumed: RecordStore, *,
+                   options: Callable[[Key], dict[str, Any]],
                    interrupted: RecordStore | None = None,
                    owned_by_resumed: Callable[[Key], bool] = lambda key: True,
                    may_be_lost: Callable[[Key], bool] = lambda key: False,
@@ -142,7 +143,7 @@ def compare_stream(stream: str, reference: RecordStore, resumed: RecordStore, *,
     Without ``interrupted`` (the shared trajectory) the resumed run must have the reference's records whose keys
     ``owned_by_resumed`` accepts, and no other; with it, the interrupted run's records followed by the resumed
     run's must have all of them. A record the reference has may be missing only where ``may_be_lost`` allows it,
-    one it lacks only where ``may_be_extra`` does.
+    one it lacks only where ``may_be_extra`` does. ``options(key)`` are the comparator's options for record ``key``.
     """
     outcome = StreamComparison(stream, rank, "resumed run" if interrupted is None else "interrupted+resumed runs")
     if interrupted is None:
@@ -166,7 +167,7 @@ def compare_stream(stream: str, reference: RecordStore, resumed: RecordStore, *,
         outcome.compared += 1
         if outcome.worst is not None and recordfile.identical_without_nan(actual, expected):
             continue  # equal values: compare() would find no difference and no leaf worse than the worst so far
-        result = compare(recordfile.decode(actual), recordfile.decode(expected), **options)
+        result = compare(recordfile.decode(actual), recordfile.decode(expected), **options(key))
         if result.worst is not None and (outcome.worst is None or result.worst.usage > outcome.worst.usage):
             outcome.worst = result.worst
         if not result.ok:

@@ -14,7 +14,6 @@ of the resumed run with the reference, on every rank; the kit adds recording cal
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,10 +30,13 @@ from conformance.runs.processes import importable_name
 from conformance.sample_ids import SampleIdError, default_sample_ids
 from conformance.suites._assertions import NOT_APPLICABLE, run_failures
 from conformance.suites._base import ConformanceSuite
+from conformance.suites._conditions import run_conditions
 from conformance.suites._diagnosis import Divergence, root_cause
 from conformance.suites._elastic import elastic_problems, global_steps
+from conformance.suites._reproducibility import reproducibility_diagnosis
 from conformance.suites._restored_state import GateOutcome, restored_state_gate
 from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
+from conformance.tolerance_profiles import COMPUTED_CHECKS, TOLERANCE_PROFILES
 from conformance.training.recorder import RNG_DRAWN
 from conformance.training.recordstore import Key, RecordStore
 from conformance.training.streams import CAUSAL_ORDER
@@ -89,11 +91,16 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     #: Trainer arguments a Lightning recipe's fits set themselves (run length, callbacks, logging folder).
     owned_trainer_kwargs: ClassVar[frozenset[str]] = frozenset({"max_steps", "max_epochs", "callbacks",
                                                                 "default_root_dir"})
-    #: Adam's second moments are often ~1e-5 or smaller, below float32's default atol: compare them relatively.
+    #: How closely computed values must match along the trajectory, by name (see
+    #: :mod:`conformance.tolerance_profiles`): "strict" (bit-exact) on CPUs and deterministic GPUs, "gpu_fp32" or
+    #: "gpu_bf16" where kernels are nondeterministic. State, inputs and the exact gate stay exact under every one.
+    tolerance_profile: ClassVar[str] = "strict"
+    #: Train every run in deterministic mode (:func:`conformance.enable_deterministic_mode`), switched on before
+    #: the recipe builds anything; the report says whether the runs trained with it on either way.
+    deterministic_mode: ClassVar[bool] = False
     #: An elastic resume reduces gradients in another order (and draws other random numbers): losses agree only
-    #: closely; adopters with dropout set their own tolerance.
-    default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_optimizer_state": {"atol": 0.0},
-                                                                  "test_elastic_resume": {"atol": 1e-5, "rtol": 1e-4}}
+    #: closely; adopters with dropout set their own tolerance. No profile applies to it.
+    default_tolerances: ClassVar[dict[str, dict[str, float]]] = {"test_elastic_resume": {"atol": 1e-5, "rtol": 1e-4}}
 
     #: Each run, one outcome per rank (``interrupted`` is empty without an ``interruption``).
     reference: ClassVar[list[RunOutcome]]
@@ -104,6 +111,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     _comparisons: ClassVar[dict[str, RankedComparison]]
     _final_weights: ClassVar[list[ComparisonResult] | None]
     _gates: ClassVar[list[GateOutcome] | None] = None
+    #: The reproducibility diagnosis, once a check asked for it (see :meth:`_after_restore_diagnosis`).
+    _reproducibility: ClassVar[str | None] = None
 
     @classmethod
     def settings_problems(cls) -> list[str]:
@@ -129,6 +138,11 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             except ConformanceSetupError as exc:
                 problems.append(f"{exc} (or set resume_in_fresh_process = False to run a one-device recipe in this "
                                 "process)")
+        if cls.tolerance_profile not in TOLERANCE_PROFILES:
+            problems.append(f"tolerance_profile must be one of {', '.join(map(repr, TOLERANCE_PROFILES))}, got "
+                            f"{cls.tolerance_profile!r}")
+        if not isinstance(cls.deterministic_mode, bool):
+            problems.append(f"deterministic_mode must be True or False, got {cls.deterministic_mode!r}")
         every = cls.validate_every_n_steps
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
             problems.append(f"validate_every_n_steps must be None or an int >= 1, got {every!r}")
@@ -159,6 +173,14 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         if isinstance(interval, int) and not isinstance(interval, bool):
             kwargs["val_check_interval"] = max(1, interval * scaled // accumulation)
         return kwargs
+
+    @classmethod
+    def suite_tolerances(cls, check: str, *, first_step: bool = False) -> Mapping[str, Any]:
+        """The tolerance profile's settings for a check compared along the trajectory; ``default_tolerances`` for
+        the others."""
+        if check.removeprefix("test_") in CAUSAL_ORDER:
+            return TOLERANCE_PROFILES[cls.tolerance_profile].settings(check, first_step=first_step)
+        return super().suite_tolerances(check, first_step=first_step)
 
     # --- set-up --------------------------------------------------------------------------------------------
     @classmethod
@@ -216,13 +238,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     def prepare(cls) -> None:
         """Train the reference run (and the interrupted run, with an ``interruption``), then the resumed run and any
         elastic resumes from the checkpoint they restore."""
-        cls._comparisons, cls._final_weights, cls._gates = {}, None, None
-        backend = cls.backend()
-        plan = functools.partial(FitPlan, work_dir=str(cls._work_dir), max_steps=cls.num_steps, seed=cls.seed,
-                                 trainer_defaults=cls.validation_schedule(),
-                                 validate_every_n_steps=cls.validate_every_n_steps)
-        run = functools.partial(backend.run_fits, cls, in_process=cls.runs_in_process(),
-                                deadline_s=cls.process_deadline_s)
+        cls._comparisons, cls._final_weights, cls._gates, cls._reproducibility = {}, None, None, None
+        cls.run_conditions = run_conditions(cls.tolerance_profile, [])
+        plan, run = cls._plan, cls._run
         cls._checkpoint_path("reference").parent.mkdir(parents=True, exist_ok=True)
         plans = [plan("reference", stop_step=cls.stop_step, checkpoint=str(cls._checkpoint_path("reference")))]
         if cls.interruption is not None:
@@ -240,6 +258,21 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         else:
             cls.resumed = cls._not_started("resumed", len(cls.reference))
             cls.elastic = {size: cls._not_started(f"elastic{size}", size) for size in sizes}
+        cls.run_conditions = run_conditions(cls.tolerance_profile, [
+            outcome.records for outcome in (*cls.reference, *cls.interrupted, *cls.resumed)])
+
+    @classmethod
+    def _plan(cls, name: str, **settings: Any) -> FitPlan:
+        """Run ``name`` of this class: seeded, ``num_steps`` long, validating on the class's schedule."""
+        return FitPlan(**{"name": name, "work_dir": str(cls._work_dir), "max_steps": cls.num_steps, "seed": cls.seed,
+                          "trainer_defaults": cls.validation_schedule(),
+                          "validate_every_n_steps": cls.validate_every_n_steps,
+                          "deterministic": cls.deterministic_mode, **settings})
+
+    @classmethod
+    def _run(cls, plans: list[FitPlan]) -> list[list[RunOutcome]]:
+        """Train ``plans`` one after the other with the class's backend; each one's outcome per rank."""
+        return cls.backend().run_fits(cls, plans, in_process=cls.runs_in_process(), deadline_s=cls.process_deadline_s)
 
     @classmethod
     def _saving_run(cls) -> list[RunOutcome]:
@@ -482,10 +515,29 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                 lost, extra = self._stop_step_validation(stream, interrupted)
                 comparisons.append(compare_stream(
                     stream, reference.records, resumed.records, interrupted=interrupted,
-                    owned_by_resumed=self._owned_by_resumed(stream), options=self.comparison_options(f"test_{stream}"),
+                    owned_by_resumed=self._owned_by_resumed(stream), options=self._options_by_key(stream),
                     may_be_lost=lost, may_be_extra=extra, rank=reference.rank if several else None))
             cls._comparisons[stream] = RankedComparison(comparisons)
         return cls._comparisons[stream]
+
+    def _options_by_key(self, stream: str) -> Callable[[Key], dict[str, Any]]:
+        """The comparison options of each record of ``stream``: the first resumed step's envelope for the records
+        the first resumed optimizer step computes (from the bit-identical restored state), the later steps' else."""
+        check = f"test_{stream}"
+        first, later = (self.comparison_options(check, first_step=True), self.comparison_options(check))
+        keying = declared_stream(stream).keying
+        resumed_step = self.stop_step + 1
+
+        def options(key: Key) -> dict[str, Any]:
+            if keying == "micro_batch":
+                is_first = key[0] == self.stop_step
+            elif keying == "validation":
+                is_first = key[0] in (self.stop_step, resumed_step)
+            else:
+                is_first = key[0] == resumed_step
+            return first if is_first else later
+
+        return options
 
     def _owned_by_resumed(self, stream: str) -> Callable[[Key], bool]:
         """Whether a record of ``stream`` is the resumed run's to make (from the resume point on)."""
@@ -520,7 +572,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
             key = (self.num_steps,)
             cls._final_weights = [compare(self._read_one(resumed, "final_weights", key),
                                           self._read_one(reference, "final_weights", key),
-                                          **self.comparison_options("test_final_weights"))
+                                          **self.comparison_options(
+                                              "test_final_weights", first_step=self.num_steps == self.stop_step + 1))
                                   for reference, resumed in zip(self.reference, self.resumed)]
         return cls._final_weights
 
@@ -550,14 +603,28 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                             for run, result in zip(self.resumed, self._final_weights_comparison()) if not result.ok]
         return root_cause(divergences)
 
-    def _remedies(self) -> dict[str, str]:
-        """What to do about each stream's divergence: the backend's remedies, and for the restored state the gate's
-        first finding."""
+    def _remedies(self, root: Divergence) -> dict[str, str]:
+        """What to do about each stream's divergence: the backend's remedies; for the restored state the gate's
+        first finding; for a computed value that first diverges after an exactly restored state, what a second
+        uninterrupted run tells (see :meth:`_after_restore_diagnosis`)."""
         first = next((problem for gate in self._restored_state_gates() for problem in gate.problems), None)
         remedies = dict(self.backend().remedies())
         if first is not None:
             remedies["restored_state"] = f"{declared_stream('restored_state').remedy}: {first.partition('; likewise')[0]}"
+        elif root.check in COMPUTED_CHECKS and root.segment == AFTER:
+            remedies[root.stream] = self._after_restore_diagnosis()
         return remedies
+
+    def _after_restore_diagnosis(self) -> str:
+        """Why a computed value differs although the resumed run started from the saved state bit for bit: a second
+        uninterrupted run, trained once per class when first asked, tells whether the recipe repeats itself at all
+        (reproducibility is a diagnosis here, never the verdict)."""
+        cls = type(self)
+        if cls._reproducibility is None:
+            [repeat] = cls._run([cls._plan("repeat", shares_records_with="reference")])
+            cls._reproducibility = reproducibility_diagnosis(
+                [run.records for run in self.reference], [run.records for run in repeat], run_failures("repeat", repeat))
+        return cls._reproducibility
 
     def _training_draws_randomness(self) -> bool:
         """Whether a training step of the reference run drew random numbers on any rank (True where the run
@@ -573,7 +640,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         if root is None:
             self.raise_failure(message.splitlines())
         is_root = root.check == self.check_name
-        described = root.describe(self._remedies())
+        described = root.describe(self._remedies(root))
         self.note_cause(described, is_root=is_root)
         cause = (f"  root cause: this is the earliest divergence of all streams; {described}" if is_root
                  else f"  a consequence of the root cause: {described}")
