@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from conformance._environment import environment_restored
+
 __all__ = ["DETERMINISTIC_ENVIRONMENT", "determinism_settings", "deterministic_mode", "enable_deterministic_mode"]
 
 #: Environment variables of deterministic mode and the values it sets where they are unset (the values Megatron's
@@ -61,19 +63,14 @@ def deterministic_mode(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    environment = {name: os.environ.get(name) for name in DETERMINISTIC_ENVIRONMENT}
     flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
              torch.backends.cuda.matmul.allow_tf32)
-    enable_deterministic_mode()
-    try:
-        yield
-    finally:
-        for name, value in environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-        (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-         torch.backends.cuda.matmul.allow_tf32) = flags[2:]
+    with environment_restored(DETERMINISTIC_ENVIRONMENT):
+        enable_deterministic_mode()
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+            (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32) = flags[2:]

@@ -17,6 +17,7 @@ from lightning.fabric.plugins.collectives.torch_collective import default_pg_tim
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
+from conformance._environment import environment_restored
 from conformance.errors import ConformanceSetupError
 from conformance.runs.nemo.strategy import is_nemo_strategy, run_environment, strategy_context
 
@@ -121,16 +122,9 @@ def rank_process_strategy(strategy: Any, timeout_s: float) -> Any:
 def seeded(seed: int) -> Iterator[None]:
     """Seed every RNG as a training script would (``seed_everything``); the seed it exports to the environment
     does not outlive the run."""
-    saved = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
-    try:
+    with environment_restored(("PL_GLOBAL_SEED", "PL_SEED_WORKERS")):
         pl.seed_everything(seed, verbose=False)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
