@@ -263,7 +263,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def _plan(cls, name: str, **settings: Any) -> FitPlan:
-        """Run ``name`` of this class: seeded, ``num_steps`` long, validating on the class's schedule."""
+        """The plan of run ``name`` of this class: seeded, ``num_steps`` long, validating on its schedule."""
         return FitPlan(**{"name": name, "work_dir": str(cls._work_dir), "max_steps": cls.num_steps, "seed": cls.seed,
                           "trainer_defaults": cls.validation_schedule(),
                           "validate_every_n_steps": cls.validate_every_n_steps,
