@@ -58,6 +58,7 @@ class TestStateShapeVerdicts(unittest.TestCase):
             self.assertEqual(report.outcome("StatefulLoaderCountedByHook", check).status, "passed")
 
 
+@unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, _OLD_LIGHTNING)
 class TestCallbackStateVerdicts(unittest.TestCase):
     def test_an_ema_callback_without_checkpoint_state_fails_the_exact_gate_only(self) -> None:
         report = run_classes([subjects.EMAWithoutCheckpointState])
