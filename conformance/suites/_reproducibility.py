@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from conformance.compare import compare
 from conformance.suites._diagnosis import Divergence
 from conformance.suites._trajectory import AFTER, describe_key
-from conformance.training.recordstore import Key, RecordStore
+from conformance.tolerance_profiles import COMPUTED_CHECKS
+from conformance.training.recordstore import RecordStore
 
 __all__ = ["reproducibility_diagnosis"]
 
-#: The streams compared between the reference and the second run: what floating-point kernels compute.
-_COMPUTED_STREAMS = ("train_outputs", "train_loss", "optimizer_state", "valid_outputs", "valid_loss",
-                     "final_weights")
+#: The streams compared between the reference and the second run: those of the checks a profile loosens.
+_COMPUTED_STREAMS = tuple(sorted(check.removeprefix("test_") for check in COMPUTED_CHECKS))
 
 
 def reproducibility_diagnosis(reference: Sequence[RecordStore], repeat: Sequence[RecordStore],
@@ -29,28 +29,28 @@ def reproducibility_diagnosis(reference: Sequence[RecordStore], repeat: Sequence
     if repeat_failures:
         return (f"{gate}; a second uninterrupted run, trained to tell nondeterminism from lost state, failed "
                 f"({repeat_failures[0]}), so which one it is stays open")
-    found = [(key, stream, rank) for rank, (expected, actual) in enumerate(zip(reference, repeat))
-             if (first := _first_difference(expected, actual)) is not None for key, stream in [first]]
+    found = [difference for rank, (expected, actual) in enumerate(zip(reference, repeat))
+             if (difference := _first_difference(expected, actual, rank)) is not None]
     if not found:
         return (f"{gate} and a second uninterrupted run repeats the reference bit for bit, so the resume lost "
                 "state the checkpoint does not hold: a module attribute outside state_dict(), module-level or "
                 "global state, or a cache that is rebuilt differently after loading")
-    key, stream, rank = min(found)
-    on_rank = f" on rank {rank}" if len(reference) > 1 else ""
+    first = min(found, key=lambda difference: (difference.moment(), difference.rank))
+    on_rank = f" on rank {first.rank}" if len(reference) > 1 else ""
     return (f"{gate}, but the recipe does not repeat itself: a second uninterrupted run with the same seed already "
-            f"differs from the reference{on_rank} at {describe_key(key)} ('{stream}'), before any resume. On a GPU "
+            f"differs from the reference{on_rank} at {describe_key(first.key)} ('{first.stream}'), before any resume. On a GPU "
             "that is the kernels' nondeterminism, not the checkpoint: switch on deterministic_mode, or choose a "
             "tolerance_profile that allows it ('gpu_fp32', 'gpu_bf16'; see conformance.TOLERANCE_PROFILES); "
             "elsewhere, seed every source of randomness")
 
 
-def _first_difference(expected: RecordStore, actual: RecordStore) -> tuple[Key, str] | None:
+def _first_difference(expected: RecordStore, actual: RecordStore, rank: int) -> Divergence | None:
     """The earliest record of a computed stream that differs at all (or is missing) in ``actual``."""
     found = []
     for stream in _COMPUTED_STREAMS:
         for key in expected.keys(stream):
             if key not in actual.keys(stream) or not compare(actual.read(stream, key), expected.read(stream, key),
                                                               atol=0, rtol=0).ok:
-                found.append((key, stream))
+                found.append(Divergence(stream, key, AFTER, rank))
                 break
-    return min(found, key=lambda item: Divergence(item[1], item[0], AFTER).moment(), default=None)
+    return min(found, key=Divergence.moment, default=None)
