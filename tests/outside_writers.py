@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from conformance import PredictionReadError, PredictionSet, PredictionWriterConformance, write_rank_manifest
+from reference_models.gpt import TinyGPT
+from reference_models.prediction_data import PredictionDataModule
 from reference_models.recipes import PredictionRecipe
 
 
@@ -109,3 +111,43 @@ class TestUndeclaredNumpyArchiveWriter(TestNumpyArchiveWriter):
     @classmethod
     def make_writer(cls, output_dir: Path) -> NumpyArchiveWriter:
         return UndeclaredNumpyArchiveWriter(output_dir)
+
+
+class BufferingTorchSaveWriter(TorchSaveWriter):
+    """Holds every batch's prediction until the end of the job, then saves them (a writer that leaks)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        super().__init__(output_dir)
+        self.pending: list[tuple[Any, int]] = []
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        self.pending.append((prediction, batch_idx))
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for prediction, batch_idx in self.pending:
+            super().write_on_batch_end(trainer, pl_module, prediction, None, None, batch_idx, 0)
+        super().on_predict_end(trainer, pl_module)
+
+
+class TestTorchSaveWriterOnDefaultData(PredictionWriterConformance, unittest.TestCase):
+    """The torch.save writer certified on the recipe's one data module, with no make_memory_datamodule()."""
+
+    @classmethod
+    def make_model(cls) -> pl.LightningModule:
+        return TinyGPT()
+
+    @classmethod
+    def make_datamodule(cls) -> pl.LightningDataModule:
+        return PredictionDataModule(ragged=True)
+
+    @classmethod
+    def make_writer(cls, output_dir: Path) -> TorchSaveWriter:
+        return TorchSaveWriter(output_dir)
+
+
+class TestBufferingWriterOnDefaultData(TestTorchSaveWriterOnDefaultData):
+    @classmethod
+    def make_writer(cls, output_dir: Path) -> TorchSaveWriter:
+        return BufferingTorchSaveWriter(output_dir)

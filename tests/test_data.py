@@ -85,48 +85,69 @@ class TestConsumedSamplesBatchSampler(unittest.TestCase):
 
 
 class TestResumableDataModule(unittest.TestCase):
-    def attach(self, datamodule: ResumableDataModule, global_step: int) -> SimpleNamespace:
-        trainer = SimpleNamespace(global_step=global_step, strategy=SimpleNamespace())
+    """SyntheticDataModule: micro-batches of 4, global batches of 8 (2 micro-batches per optimizer step)."""
+
+    def attach(self, datamodule: ResumableDataModule, micro_batches: int = 0) -> SimpleNamespace:
+        """A stand-in Lightning trainer whose fit loop has trained ``micro_batches`` (``train(trainer, n)`` moves
+        it on)."""
+        progress = _BatchProgress()
+        progress.total.processed = micro_batches
+        trainer = SimpleNamespace(strategy=SimpleNamespace(),
+                                  fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
         datamodule.trainer = trainer
         return trainer
 
-    def test_consumed_samples_follow_the_global_step_since_the_loader_was_built(self) -> None:
+    @staticmethod
+    def train(trainer: SimpleNamespace, micro_batches: int) -> None:
+        trainer.fit_loop.epoch_loop.batch_progress.total.processed = micro_batches
+
+    def test_consumed_samples_follow_the_micro_batches_trained_since_the_loader_was_built(self) -> None:
         datamodule = SyntheticDataModule()
-        trainer = self.attach(datamodule, 0)
+        trainer = self.attach(datamodule)
         self.assertEqual(datamodule.state_dict(),
                          {"consumed_samples": 0, "global_batch_size": 8, "data_parallel_size": 1})
         datamodule.train_dataloader()
-        trainer.global_step = 3
+        self.train(trainer, 6)
         self.assertEqual(datamodule.consumed_samples, 24)
 
-    def test_restored_state_resumes_the_loader_and_counts_from_the_restored_step(self) -> None:
+    def test_the_count_ignores_how_many_optimizer_steps_a_batch_takes(self) -> None:
+        """Manual optimization with two optimizers: Lightning's global step moves twice per batch, the count once."""
+        datamodule = SyntheticDataModule(micro_batch_size=4, global_batch_size=4)
+        trainer = self.attach(datamodule)
+        trainer.global_step = 0
+        datamodule.train_dataloader()
+        self.train(trainer, 3)
+        trainer.global_step = 6
+        self.assertEqual(datamodule.consumed_samples, 12)
+
+    def test_restored_state_resumes_the_loader_and_counts_from_the_restored_position(self) -> None:
         datamodule = SyntheticDataModule()
-        trainer = self.attach(datamodule, 4)
+        trainer = self.attach(datamodule, 8)
         datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8})
         self.assertEqual(datamodule.consumed_samples, 32, "before the loader is built the restored value holds")
         loader = datamodule.train_dataloader()
         expected_next = flatten(SyntheticDataModule().train_dataloader().batch_sampler)[32:36]
         self.assertEqual(next(iter(loader))["idx"].tolist(), expected_next)
-        trainer.global_step = 6
+        self.train(trainer, 12)
         self.assertEqual(datamodule.consumed_samples, 48)
 
     def test_repeated_resumes_stay_exact(self) -> None:
         datamodule = SyntheticDataModule()
-        trainer = self.attach(datamodule, 2)
+        trainer = self.attach(datamodule, 4)
         datamodule.load_state_dict({"consumed_samples": 16, "global_batch_size": 8})
         datamodule.train_dataloader()
-        trainer.global_step = 5
+        self.train(trainer, 10)
         state = datamodule.state_dict()
         again = SyntheticDataModule()
-        self.attach(again, 5).global_step = 5
+        self.train(self.attach(again), 10)
         again.load_state_dict(state)
         again.train_dataloader()
-        again.trainer.global_step = 7
+        self.train(again.trainer, 14)
         self.assertEqual(again.consumed_samples, 56)
 
     def test_validation_always_starts_at_the_first_sample(self) -> None:
         datamodule = SyntheticDataModule()
-        self.attach(datamodule, 4)
+        self.attach(datamodule, 8)
         datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8})
         self.assertEqual(next(iter(datamodule.val_dataloader()))["idx"].tolist(), [0, 1, 2, 3])
 
@@ -134,12 +155,11 @@ class TestResumableDataModule(unittest.TestCase):
         """Saved on 2 ranks after 3 steps of one micro-batch per rank, resumed on 1 rank (2 micro-batches a step):
         Lightning's counters say 3 micro-batches (the last not yet completed, as saved in on_train_batch_end)."""
         datamodule = SyntheticDataModule()
-        trainer = self.attach(datamodule, 3)
-        progress = _BatchProgress()
+        trainer = self.attach(datamodule)
+        progress = trainer.fit_loop.epoch_loop.batch_progress
         for counts in (progress.current, progress.total):
             counts.ready = counts.started = counts.processed = 3
             counts.completed = 2
-        trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
         datamodule.load_state_dict({"consumed_samples": 24, "global_batch_size": 8, "data_parallel_size": 2})
         loader = datamodule.train_dataloader()
         self.assertEqual(next(iter(loader))["idx"].tolist(), loader.batch_sampler.epoch_order(0)[24:28].tolist())
@@ -148,7 +168,7 @@ class TestResumableDataModule(unittest.TestCase):
 
     def test_a_data_module_declaring_no_elastic_resume_refuses_another_data_parallel_size(self) -> None:
         datamodule = type("Inelastic", (SyntheticDataModule,), {"supports_elastic_resume": False})()
-        self.attach(datamodule, 4)
+        self.attach(datamodule, 8)
         datamodule.load_state_dict({"consumed_samples": 32, "global_batch_size": 8, "data_parallel_size": 2})
         with self.assertRaises(ElasticResumeRefused) as caught:
             datamodule.train_dataloader()

@@ -34,6 +34,18 @@ class TestOutsideWriters(unittest.TestCase):
         self.assertEqual(outcome.status, "failed")
         self.assertIn("a resumed job must skip finished batches", outcome.message)
 
+    def test_the_memory_check_repeats_the_default_data_of_a_recipe_without_a_memory_data_module(self) -> None:
+        report = run_classes([outside_writers.TestTorchSaveWriterOnDefaultData], checks=["test_memory_flat"])
+        outcome = report.outcomes[0]
+        self.assertEqual(outcome.status, "passed", outcome.message)
+        predicted = float(outcome.summary.split(" MiB were predicted")[0].rsplit(" ", 1)[1])
+        self.assertGreaterEqual(predicted, outside_writers.TestTorchSaveWriterOnDefaultData.memory_check_min_payload_mib)
+
+    def test_a_writer_that_buffers_every_batch_fails_the_memory_check_on_the_repeated_default_data(self) -> None:
+        outcome = run_classes([outside_writers.TestBufferingWriterOnDefaultData], checks=["test_memory_flat"]).outcomes[0]
+        self.assertEqual(outcome.status, "failed")
+        self.assertIn("the writer keeps predictions in memory", outcome.message)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from conformance.suites._trajectory import BEFORE, describe_key
+from conformance.suites._trajectory import BEFORE, MISCOUNTED, describe_key
 from conformance.training.recordstore import Key
 from conformance.training.streams import CAUSAL_ORDER, stream
 
@@ -47,9 +47,12 @@ class Divergence:
     def describe(self, remedies: Mapping[str, str] | None = None) -> str:
         """The divergence and its remedy (``remedies[stream]``, else the stream table's), in one sentence."""
         on_rank = "" if self.rank is None else f" on rank {self.rank}"
-        where = (f"{self.check} fails{on_rank} as the resumed run starts after optimizer step {self.key[0]}"
-                 if self.stream == "restored_state"
-                 else f"{self.check} first diverges{on_rank} at {describe_key(self.key)} ({self.segment})")
+        if self.stream == "restored_state":
+            where = f"{self.check} fails{on_rank} as the resumed run starts after optimizer step {self.key[0]}"
+        elif self.segment == MISCOUNTED:
+            where = f"{self.check} fails{on_rank} at {describe_key(self.key)} ({self.segment})"
+        else:
+            where = f"{self.check} first diverges{on_rank} at {describe_key(self.key)} ({self.segment})"
         if self.segment == BEFORE:
             return (f"{where}: the runs differ before any interruption, so the recipe is not deterministic under "
                     "identical seeding and its resume cannot be judged")

@@ -53,9 +53,11 @@ def global_steps(stores: Sequence[RecordStore], sample_ids: Callable[[Any], list
 
 
 def elastic_problems(label: str, expected: dict[int, GlobalStep], actual: dict[int, GlobalStep],
-                     options: dict[str, Any]) -> list[str]:
-    """Where the elastic run's steps (``actual``) differ from the uninterrupted run's: samples, then mean loss."""
+                     options: dict[str, Any], *, training_draws_randomness: bool = False) -> list[str]:
+    """Where the elastic run's steps (``actual``) differ from the uninterrupted run's: samples, then mean loss (with
+    per-rank randomness named as the likely cause when the samples agree and training draws random numbers)."""
     problems = []
+    other_losses = False
     missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
     if missing:
         problems.append(f"{label}: the elastic run did not train optimizer steps {listing(missing, 5)}")
@@ -76,7 +78,14 @@ def elastic_problems(label: str, expected: dict[int, GlobalStep], actual: dict[i
             continue
         result = compare(got.mean_loss, want.mean_loss, **options)
         if not result.ok:
+            other_losses = True
             problems.append(f"{label}: optimizer step {step} has mean loss {got.mean_loss:.7g} over "
                             f"{len(got.losses)} micro-batches, the uninterrupted run {want.mean_loss:.7g} over "
                             f"{len(want.losses)}; {result.differences[0] if result.differences else ''}".rstrip("; "))
+    if other_losses and training_draws_randomness:
+        problems.append(f"{label}: the steps trained on the same samples but reached other losses, and the recipe's "
+                        "training steps draw random numbers (dropout, random masks): a random stream per rank cannot "
+                        "carry over to another number of ranks, so the elastic run draws other masks; draw nothing "
+                        "random that depends on the rank layout, or give test_elastic_resume a tolerance that the new "
+                        "randomness stays within")
     return problems

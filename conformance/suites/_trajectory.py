@@ -23,6 +23,8 @@ __all__ = ["RankedComparison", "StreamComparison", "compare_stream", "describe_k
 
 BEFORE = "before the interruption"
 AFTER = "after the resume"
+#: Not a difference between runs: the reference run's own count disagrees with what it trained on.
+MISCOUNTED = "the reference run's own count"
 
 
 def describe_key(key: Key) -> str:

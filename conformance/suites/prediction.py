@@ -12,6 +12,7 @@ the recipe's own ``strategy``); only its first rank's outputs are expected on di
 
 from __future__ import annotations
 
+import math
 import signal
 import tempfile
 import warnings
@@ -43,6 +44,8 @@ from conformance.suites._prediction_files import (
 __all__ = ["PredictionWriterConformance"]
 
 _MIB = 1 << 20
+#: Without ``make_memory_datamodule()``, the memory run repeats the default predict loader up to this many batches.
+_MAX_REPEATED_MEMORY_BATCHES = 20_000
 
 
 class PredictionWriterConformance(ConformanceSuite, suite=True):
@@ -85,7 +88,8 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
 
     @classmethod
     def make_memory_datamodule(cls) -> Any:
-        """A data module predicting enough to measure memory growth; default: ``make_datamodule()``."""
+        """A data module predicting enough to measure memory growth; default: ``make_datamodule()``, its predict
+        loader repeated until ``memory_check_min_payload_mib`` is predicted after the warm-up."""
         return cls.make_datamodule()
 
     @classmethod
@@ -145,7 +149,20 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
             except PredictionReadError as exc:
                 cls.crash_snapshot = str(exc)
             cls._run("resumed", folder="crash")
-        cls._run("memory", memory_datamodule=True, sample_memory=True, in_subprocess=True)
+        cls._run("memory", sample_memory=True, in_subprocess=True, **cls._memory_data())
+
+    @classmethod
+    def _memory_data(cls) -> dict[str, Any]:
+        """The memory run's data: the recipe's ``make_memory_datamodule()`` where it defines one, else the default
+        predict loader repeated until, after the warm-up fifth of the batches, enough is predicted (at most
+        :data:`_MAX_REPEATED_MEMORY_BATCHES` batches)."""
+        if cls.make_memory_datamodule.__func__ is not PredictionWriterConformance.make_memory_datamodule.__func__:
+            return {"memory_datamodule": True}
+        payload = cls._writer_log("reference").payload_bytes
+        if not sum(payload):
+            return {}
+        passes = math.ceil(cls.memory_check_min_payload_mib * _MIB / (0.75 * sum(payload))) + 1
+        return {"loader_passes": max(1, min(passes, _MAX_REPEATED_MEMORY_BATCHES // len(payload)))}
 
     @classmethod
     def _read_partial(cls, folder: Path) -> PredictionSet:
@@ -252,9 +269,13 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         warmup = max(2, len(log.rss_bytes) // 5)
         payload = sum(log.payload_bytes[warmup:]) / _MIB
         if len(log.rss_bytes) <= warmup or payload < self.memory_check_min_payload_mib:
-            self.fail_check(f"only {payload:.1f} MiB were predicted after {warmup} warm-up batches; at least "
-                      f"{self.memory_check_min_payload_mib} MiB are needed to measure growth: return a bigger data "
-                      "module from make_memory_datamodule()")
+            repeated = "memory_datamodule" not in self._memory_data()
+            why = (f" (the default predict data could not be repeated: {'; '.join(log.unrepeated_loaders)})"
+                   if repeated and log.unrepeated_loaders else
+                   f" (the default predict data repeated over {len(log.rss_bytes)} batches)" if repeated else "")
+            self.fail_check(f"only {payload:.1f} MiB were predicted after {warmup} warm-up batches{why}; at least "
+                            f"{self.memory_check_min_payload_mib} MiB are needed to measure growth: return a data "
+                            "module that predicts more from the classmethod make_memory_datamodule()")
         growth = (max(log.rss_bytes[warmup:]) - log.rss_bytes[warmup - 1]) / _MIB
         allowed = self.memory_check_max_growth * payload + self.memory_check_slack_mib
         self.note_detail(None, f"RSS grew {growth:.1f} MiB while {payload:.1f} MiB were predicted "

@@ -31,11 +31,12 @@ from conformance.sample_ids import SampleIdError, default_sample_ids
 from conformance.suites._assertions import NOT_APPLICABLE, run_failures
 from conformance.suites._base import ConformanceSuite
 from conformance.suites._conditions import run_conditions
+from conformance.suites._consumed_count import Miscount, first_miscount
 from conformance.suites._diagnosis import Divergence, root_cause
 from conformance.suites._elastic import elastic_problems, global_steps
 from conformance.suites._reproducibility import reproducibility_diagnosis
 from conformance.suites._restored_state import GateOutcome, restored_state_gate
-from conformance.suites._trajectory import AFTER, RankedComparison, compare_stream, describe_key
+from conformance.suites._trajectory import AFTER, MISCOUNTED, RankedComparison, compare_stream, describe_key
 from conformance.tolerance_profiles import COMPUTED_CHECKS, TOLERANCE_PROFILES
 from conformance.training.recorder import RNG_DRAWN
 from conformance.training.recordstore import Key, RecordStore
@@ -43,6 +44,16 @@ from conformance.training.streams import CAUSAL_ORDER
 from conformance.training.streams import stream as declared_stream
 
 __all__ = ["StopAndGoConformance"]
+
+#: The remedy when the first diverging training batch holds the same samples with other values.
+_FETCH_TIME_RANDOMNESS = (
+    "the batch holds the samples the reference run trained on there (the same sample ids) with other values, while "
+    "the data position and the random state of the training step agree: randomness drawn as a batch is fetched or "
+    "moved to the device (a dataset's __getitem__ in the main process, a collate_fn, a batch-transfer hook) comes "
+    "before the random state is restored for the first resumed step (RNGStateCallback restores it in "
+    "on_train_batch_start), and loaders fetch a batch ahead, so no checkpoint reproduces it; derive that "
+    "randomness from (seed, sample index), or draw it in the training step"
+)
 
 def has_content(value: Any) -> bool:
     """Whether a record holds anything to compare: a non-empty tensor or a plain value somewhere inside it."""
@@ -113,6 +124,9 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
     _gates: ClassVar[list[GateOutcome] | None] = None
     #: The reproducibility diagnosis, once a check asked for it (see :meth:`_after_restore_diagnosis`).
     _reproducibility: ClassVar[str | None] = None
+    #: The reference run's count against the samples it trained on: its first miscount, or why it cannot be counted
+    #: (see :meth:`_miscount`).
+    _count_check: ClassVar[tuple[Miscount | None, str | None] | None] = None
 
     @classmethod
     def settings_problems(cls) -> list[str]:
@@ -239,6 +253,7 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """Train the reference run (and the interrupted run, with an ``interruption``), then the resumed run and any
         elastic resumes from the checkpoint they restore."""
         cls._comparisons, cls._final_weights, cls._gates, cls._reproducibility = {}, None, None, None
+        cls._count_check = None
         cls.run_conditions = run_conditions(cls.tolerance_profile, [])
         plan, run = cls._plan, cls._run
         cls._checkpoint_path("reference").parent.mkdir(parents=True, exist_ok=True)
@@ -346,8 +361,15 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         self._check_stream("learning_rate")
 
     def test_consumed_samples(self) -> None:
-        """The data module's consumed-samples count after every optimizer step."""
+        """The data's consumed-samples count after every optimizer step: the resumed run's is the reference run's,
+        and the reference run's is the number of samples it trained on."""
         self._check_stream("consumed_samples")
+        miscount, uncounted = self._miscount()
+        if miscount is not None:
+            self._fail_with_cause(f"{self.check_name}: {miscount.describe()}")
+        compared = type(self).check_details[self.check_name].summary
+        self.note_detail(None, f"{compared}; " + (f"not checked against the samples trained ({uncounted})" if uncounted
+                                                   else "the reference run's count is the samples it trained on"))
 
     def test_initial_consumed_samples(self) -> None:
         """Right after restoring, the data module reports the samples consumed by the steps before the stop."""
@@ -445,7 +467,8 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
                 label = f"{len(self.reference)} -> {size} ranks"
                 problems += run_failures(f"elastic ({label})", ranks) or elastic_problems(
                     label, expected, global_steps([run.records for run in ranks], self.sample_ids,
-                                                  after=self.stop_step), self.comparison_options(self.check_name))
+                                                  after=self.stop_step), self.comparison_options(self.check_name),
+                    training_draws_randomness=self._training_draws_randomness())
         except SampleIdError as exc:
             self.fail_check(f"cannot tell which samples a training batch holds: {exc} (or override the classmethod "
                             "sample_ids(batch))")
@@ -586,10 +609,14 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         return cls._gates
 
     def _root_cause(self) -> Divergence | None:
-        """The earliest divergence over every recorded stream (the runs succeeded: the check failing asked)."""
+        """The earliest divergence over every recorded stream, a consumed-samples count that is not the samples
+        trained included (the runs succeeded: the check failing asked)."""
         several = len(self.resumed) > 1
         divergences = [Divergence("restored_state", (self.stop_step,), AFTER, run.rank if several else None)
                        for run, gate in zip(self.resumed, self._restored_state_gates()) if gate.problems]
+        miscount = self._miscount()[0]
+        if miscount is not None:
+            divergences.append(Divergence("consumed_samples", (miscount.step,), MISCOUNTED, miscount.rank))
         unused = {"restored_state"} | (set() if self._training_draws_randomness() else {"rng_state"})
         for stream in (stream for stream in CAUSAL_ORDER[:-1] if stream not in unused):
             recorded = self.reference[0].records.keys(stream)
@@ -609,11 +636,42 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         uninterrupted run tells (see :meth:`_after_restore_diagnosis`)."""
         first = next((problem for gate in self._restored_state_gates() for problem in gate.problems), None)
         remedies = dict(self.backend().remedies())
+        miscount = self._miscount()[0]
+        if miscount is not None:
+            remedies["consumed_samples"] = (f"{miscount.describe()}; count the micro-batches trained, not the "
+                                            "optimizer steps (under manual optimization Lightning's global_step "
+                                            "counts every optimizer.step())")
         if first is not None:
             remedies["restored_state"] = f"{declared_stream('restored_state').remedy}: {first.partition('; likewise')[0]}"
         elif root.check in COMPUTED_CHECKS and root.segment == AFTER:
             remedies[root.stream] = self._after_restore_diagnosis()
+        elif root.stream == "train_inputs" and root.segment == AFTER and self._same_samples(root):
+            remedies["train_inputs"] = _FETCH_TIME_RANDOMNESS
         return remedies
+
+    def _same_samples(self, divergence: Divergence) -> bool:
+        """Whether the diverging training batch holds the same sample ids in both runs (its values differ): the
+        data position agrees; False when a run lacks the batch or the batches carry no sample ids."""
+        rank = divergence.rank or 0
+        runs = (self.reference[rank].records, self.resumed[rank].records)
+        if any(divergence.key not in records.keys("train_inputs") for records in runs):
+            return False
+        try:
+            expected, actual = (self.sample_ids(records.read("train_inputs", divergence.key)) for records in runs)
+        except SampleIdError:
+            return False
+        return expected == actual
+
+    def _miscount(self) -> tuple[Miscount | None, str | None]:
+        """The reference run's first step whose consumed-samples count is not the samples it trained on, and why it
+        cannot be counted when its batches carry no sample ids; once per class."""
+        cls = type(self)
+        if cls._count_check is None:
+            try:
+                cls._count_check = (first_miscount([run.records for run in self.reference], self.sample_ids), None)
+            except SampleIdError as exc:
+                cls._count_check = (None, f"sample_ids(batch) finds none: {exc}")
+        return cls._count_check
 
     def _after_restore_diagnosis(self) -> str:
         """Why a computed value differs although the resumed run started from the saved state bit for bit: a second

@@ -137,9 +137,11 @@ class ResumableDataModule:
     """Mixin for a ``LightningDataModule`` whose ``state_dict`` holds consumed samples, Megatron style.
 
     Set ``micro_batch_size`` and ``global_batch_size`` in ``__init__`` and build the train loader with
-    :meth:`resumable_train_dataloader`; it does the init-global-step bookkeeping, so consumed samples are always
-    ``samples consumed when the loader was built + (global_step - global step then) x global_batch_size``. The
-    train loader drops a partial last global batch of each epoch (an optimizer step always sees a full one).
+    :meth:`resumable_train_dataloader`; it keeps the bookkeeping, so consumed samples are always ``samples consumed
+    when the loader was built + micro-batches trained since x micro_batch_size x data-parallel size``. Micro-batches,
+    not optimizer steps: under manual optimization Lightning's ``global_step`` counts every ``optimizer.step()``, so
+    two optimizers would count each batch twice. The train loader drops a partial last global batch of each epoch
+    (an optimizer step always sees a full one).
     """
 
     micro_batch_size: int
@@ -151,7 +153,7 @@ class ResumableDataModule:
     _loaded_consumed_samples: int | None = None
     _loaded_data_parallel_size: int | None = None
     _loader_consumed_samples: int = 0
-    _loader_global_step: int | None = None
+    _loader_batches_trained: int | None = None
 
     def state_dict(self) -> dict[str, int]:
         """The resume state: consumed samples, and the global batch size and data-parallel size of the run."""
@@ -176,13 +178,14 @@ class ResumableDataModule:
 
     @property
     def consumed_samples(self) -> int:
-        """Global samples consumed by completed optimizer steps (the next sample to draw is this index)."""
+        """Global samples consumed by the micro-batches trained so far (the next sample to draw is this index)."""
         if self._loaded_consumed_samples is not None:
             return self._loaded_consumed_samples
-        if self._loader_global_step is None:
+        if self._loader_batches_trained is None:
             return 0
-        steps_since_loader = self._trainer_global_step() - self._loader_global_step
-        return self._loader_consumed_samples + steps_since_loader * self.global_batch_size
+        batches_since_loader = self._batches_trained() - self._loader_batches_trained
+        samples_per_batch = self.micro_batch_size * resolve_data_parallel(getattr(self, "trainer", None))[1]
+        return self._loader_consumed_samples + batches_since_loader * samples_per_batch
 
     def resumable_train_dataloader(
         self, dataset: Dataset, *, shuffle: bool = False, seed: int = 0, **loader_kwargs: Any
@@ -195,7 +198,7 @@ class ResumableDataModule:
         """
         self._translate_elastic_resume()
         self._loader_consumed_samples = self.consumed_samples
-        self._loader_global_step = self._trainer_global_step()
+        self._loader_batches_trained = self._batches_trained()
         self._loaded_consumed_samples = None
         return self._loader(dataset, self._loader_consumed_samples, shuffle=shuffle, seed=seed, drop_last=True,
                             **loader_kwargs)
@@ -228,7 +231,7 @@ class ResumableDataModule:
             raise ElasticResumeRefused(
                 f"{type(self).__name__}: the checkpoint was saved on {saved} data-parallel rank(s) and this run has "
                 f"{current}, and the data module declares supports_elastic_resume = False; resume on {saved} rank(s)")
-        progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+        progress = _batch_progress(trainer)
         if progress is None:
             raise ElasticResumeRefused(f"{type(self).__name__}: resuming on {current} instead of {saved} data-parallel "
                                        "rank(s) needs a Lightning trainer's fit loop to translate its position")
@@ -243,9 +246,11 @@ class ResumableDataModule:
             counts.ready = scaled
             counts.started, counts.processed, counts.completed = (scaled + offset for offset in offsets)
 
-    def _trainer_global_step(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return 0 if trainer is None else int(trainer.global_step)
+    def _batches_trained(self) -> int:
+        """Micro-batches this rank has trained on in the fit so far, restored ones included (0 outside a fit):
+        Lightning's processed count, raised before the batch-end hooks that save checkpoints."""
+        progress = _batch_progress(getattr(self, "trainer", None))
+        return 0 if progress is None else int(progress.total.processed)
 
 
 def resolve_data_parallel(trainer: Any) -> tuple[int, int]:
@@ -254,6 +259,11 @@ def resolve_data_parallel(trainer: Any) -> tuple[int, int]:
         return 0, 1
     kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
     return int(kwargs.get("rank", 0)), int(kwargs.get("num_replicas", 1))
+
+
+def _batch_progress(trainer: Any) -> Any:
+    """The training micro-batch counters of a Lightning trainer's fit loop, None without one."""
+    return getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
 
 
 def _rank_slice_length(size: int, ranks: int, rank: int) -> int:

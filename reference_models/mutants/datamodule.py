@@ -28,11 +28,11 @@ class StatelessDataModule(SyntheticDataModule):
 
 
 class ForgetfulStepDataModule(SyntheticDataModule):
-    """Never records the global step when its loader is built: a second resume double-counts consumed samples."""
+    """Never records the micro-batch count when its loader is built: a second resume double-counts consumed samples."""
 
     def train_dataloader(self) -> DataLoader:
         loader = super().train_dataloader()
-        self._loader_global_step = 0
+        self._loader_batches_trained = 0
         return loader
 
 

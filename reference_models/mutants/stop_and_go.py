@@ -78,11 +78,11 @@ class DataModuleIgnoringState(SyntheticDataModule):
 
 
 class DataModuleWithoutInitGlobalStep(SyntheticDataModule):
-    """Counts consumed samples from the global step since 0, not since the loader was built: double counting."""
+    """Counts consumed samples from the micro-batches since 0, not since the loader was built: double counting."""
 
     def train_dataloader(self) -> DataLoader:
         loader = super().train_dataloader()
-        self._loader_global_step = 0  # the init-global-step bookkeeping a hand-written data module forgets
+        self._loader_batches_trained = 0  # the since-the-loader-was-built bookkeeping a hand-written data module forgets
         return loader
 
 

@@ -25,6 +25,7 @@ from typing_extensions import override
 
 from conformance.predictions.collate import flatten_prediction
 from conformance.predictions.ranks import writer_rank
+from conformance.runs.lightning.repeated_predict import repeat_predict_loaders
 from conformance.runs.lightning.trainer import build_trainer, quiet_lightning, rank_process_strategy, seeded
 from conformance.runs.processes import RankLog, process_group_timeout, recipe_rank_main, run_recipe_ranks
 from conformance.training import recordfile
@@ -55,6 +56,7 @@ class PredictPlan:
     kill_during_batch: int | None = None
     sample_memory: bool = False
     memory_datamodule: bool = False  # use the recipe's make_memory_datamodule()
+    loader_passes: int = 1  # how many times over the predict loaders' batches (see repeat_predict_loaders)
     in_subprocess: bool = False
 
 
@@ -66,6 +68,8 @@ class PredictLog(RankLog):
     payload_bytes: list[int] = field(default_factory=list)
     rss_bytes: list[int] = field(default_factory=list)  # after each batch, when sampled
     num_samples: int | None = None
+    #: Why a predict loader could not be repeated the plan's ``loader_passes`` times (empty: each was).
+    unrepeated_loaders: list[str] = field(default_factory=list)
     memory_file: str | None = None  # the in-memory predictions (recordfile encoding)
     #: This rank's model replica (its data-parallel rank), and whether it is the replica's first rank: the one
     #: rank of a tensor/context-parallel group whose copy of the outputs is written (Megatron's parallel state).
@@ -133,6 +137,8 @@ def _run_rank(recipe: type, plan: PredictPlan, rank: int) -> PredictLog:
             warnings.filterwarnings("ignore", message="predict returned None")
             model = recipe.make_model()
             datamodule = recipe.make_memory_datamodule() if plan.memory_datamodule else recipe.make_datamodule()
+            if plan.loader_passes > 1:
+                log.unrepeated_loaders = repeat_predict_loaders(datamodule, plan.loader_passes)
             writer = recipe.make_writer(Path(plan.output_dir))
             if plan.writer_changes:
                 writer = writer.replace(**plan.writer_changes)
