@@ -17,7 +17,7 @@ __all__ = ["COMPUTED_CHECKS", "TOLERANCE_PROFILES", "ToleranceProfile"]
 
 #: The checks a profile loosens: they compare what floating-point kernels compute.
 COMPUTED_CHECKS = frozenset({"test_train_outputs", "test_train_loss", "test_valid_outputs", "test_valid_loss",
-                             "test_optimizer_state", "test_final_weights"})
+                             "test_optimizer_state", "test_callback_state", "test_final_weights"})
 
 
 @dataclass(frozen=True)

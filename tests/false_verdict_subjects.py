@@ -15,6 +15,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from conformance import RNGStateCallback, StopAndGoConformance
 from reference_models.data import SyntheticDataModule, SyntheticTokens
+from reference_models.ema import CheckpointedEMA, EMAOfWeights, WarmupEMA
 from reference_models.gpt import TinyGPT
 from reference_models.recipes import DDPGPTRecipe, GPTRecipe, StepSeededGPTRecipe
 from reference_models.transformer import TransformerConfig
@@ -79,41 +80,6 @@ class StatefulLoaderCountedByHook(StatefulLoaderDataModule):
     @classmethod
     def consumed_samples(cls, trainer: Any) -> int | None:
         return trainer.fit_loop.epoch_loop.batch_progress.total.processed * 4
-
-
-class EMAOfWeights(pl.Callback):
-    """An exponential moving average of the weights, as an author writes one: shadow copies made when fit starts,
-    updated after every optimizer step, saved beside the model when fit ends. It keeps no checkpoint state."""
-
-    def __init__(self, decay: float = 0.9) -> None:
-        self.decay = decay
-        self.shadow: dict[str, torch.Tensor] = {}
-        self.exported: dict[str, torch.Tensor] = {}
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.shadow:
-            self.shadow = {name: value.detach().clone() for name, value in pl_module.state_dict().items()
-                           if value.is_floating_point()}
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        with torch.no_grad():
-            for name, value in pl_module.state_dict().items():
-                if name in self.shadow:
-                    self.shadow[name].mul_(self.decay).add_(value, alpha=1 - self.decay)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.exported = {name: value.clone() for name, value in self.shadow.items()}
-
-
-class CheckpointedEMA(EMAOfWeights):
-    """The same EMA, checkpointing its shadow weights."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"shadow": self.shadow}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.shadow = {name: value.clone() for name, value in state_dict["shadow"].items()}
 
 
 class EMAWithoutCheckpointState(GPTRecipe, StopAndGoConformance, unittest.TestCase):
@@ -262,3 +228,11 @@ class ElasticWithPerRankDropout(StepSeededGPTRecipe, DDPGPTRecipe, StopAndGoConf
 
     num_steps, stop_step = 6, 3
     elastic_resume_world_sizes = (1,)
+
+
+class WarmupEMAWithCheckpointState(EMAWithoutCheckpointState):
+    """An EMA whose decay warms up with its update count, which it checkpoints with its shadow weights."""
+
+    @classmethod
+    def make_callbacks(cls) -> list[pl.Callback]:
+        return [RNGStateCallback(), WarmupEMA()]

@@ -2,7 +2,8 @@
 random numbers passes test_rng_state with a note when its unused random state is not restored (the same recipe with
 dropout fails); a StatefulDataLoader data module that resumes exactly and keeps no consumed-samples count is not
 failed for the shape of its state; an EMA callback that keeps no checkpoint state fails the exact gate, naming the
-callback (the same EMA with state_dict() and load_state_dict() passes every check); manual optimization with two
+callback, and the per-step callback stream follows; one that checkpoints its weights but not its warm-up count
+passes the gate and fails the stream (the same EMA with state_dict() and load_state_dict() passes every check); manual optimization with two
 optimizers on a ResumableDataModule resumes at the next sample, and a count of optimizer steps instead of batches
 fails test_consumed_samples as the root cause; randomness drawn as batches are fetched is named as such, not as a
 lost data position. tests/test_false_verdicts_ground_truth.py shows each verdict true without the kit."""
@@ -55,10 +56,12 @@ class TestStateShapeVerdicts(unittest.TestCase):
 
 @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, _OLD_LIGHTNING)
 class TestCallbackStateVerdicts(unittest.TestCase):
-    def test_an_ema_callback_without_checkpoint_state_fails_the_exact_gate_only(self) -> None:
+    def test_an_ema_callback_without_checkpoint_state_fails_the_exact_gate_and_its_own_stream(self) -> None:
         report = run_classes([subjects.EMAWithoutCheckpointState])
         failed = {outcome.check for outcome in report.outcomes if outcome.status == "failed"}
-        self.assertEqual(failed, {"test_restored_state"}, report.format_text())
+        self.assertEqual(failed, {"test_restored_state", "test_callback_state"}, report.format_text())
+        self.assertIn("a consequence of the root cause: test_restored_state fails",
+                      report.outcome("EMAWithoutCheckpointState", "test_callback_state").message)
         message = report.outcome("EMAWithoutCheckpointState", "test_restored_state").message
         self.assertIn("callback EMAOfWeights: `shadow.transformer.", message)
         self.assertIn("give the callback state_dict() and load_state_dict()", message)
@@ -68,6 +71,17 @@ class TestCallbackStateVerdicts(unittest.TestCase):
         self.assertTrue(report.ok, report.format_text())
         self.assertIn("callback CheckpointedEMA restored bit-exact",
                       report.outcome("EMAWithCheckpointState", "test_restored_state").summary)
+        self.assertEqual(report.outcome("EMAWithCheckpointState", "test_callback_state").status, "passed")
+
+    def test_an_ema_checkpointing_its_warm_up_count_passes_the_per_step_comparison(self) -> None:
+        report = run_classes([subjects.WarmupEMAWithCheckpointState])
+        self.assertTrue(report.ok, report.format_text())
+        self.assertIn("3 records compared", report.outcome("WarmupEMAWithCheckpointState", "test_callback_state").summary)
+
+    def test_callback_state_is_not_applicable_when_no_callback_holds_tensors(self) -> None:
+        outcome = run_classes([subjects.NoRandomness], checks=["test_callback_state"]).outcomes[0]
+        self.assertEqual(outcome.status, "not applicable")
+        self.assertIn("no callback of the recipe holds tensors", outcome.message)
 
 
 @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, _OLD_LIGHTNING)

@@ -16,7 +16,9 @@ import torch
 from conformance import RNGStateCallback
 from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
 from reference_models.data import SyntheticDataModule
+from reference_models.ema import WarmupEMA
 from reference_models.gpt import TinyGPT
+from reference_models.mutants.stop_and_go import WarmupEMAForgettingItsCount
 from reference_models.transformer import TransformerConfig
 from tests import false_verdict_subjects as subjects
 
@@ -82,7 +84,8 @@ def _gpt_without_dropout() -> pl.LightningModule:
 
 @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, "Lightning < 2.5 resumes one micro-batch early")
 class TestCallbackStateGroundTruth(unittest.TestCase):
-    """Interrupted after 3 of 6 steps, only the checkpointed EMA exports the uninterrupted run's EMA."""
+    """Interrupted after 3 of 6 steps, only an EMA that checkpoints all it keeps exports the uninterrupted run's
+    EMA: without state, or (the mutant ema_count_not_checkpointed) with its weights but not its warm-up count, not."""
 
     def exported_difference(self, ema_class: type[pl.Callback]) -> float:
         subject = Subject(_gpt_without_dropout, SyntheticDataModule, lambda: [ema_class()],
@@ -97,6 +100,10 @@ class TestCallbackStateGroundTruth(unittest.TestCase):
 
     def test_the_ema_without_checkpoint_state_does_not(self) -> None:
         self.assertGreater(self.exported_difference(subjects.EMAOfWeights), 1e-4)
+
+    def test_a_warm_up_ema_resumes_exactly_only_with_its_count(self) -> None:
+        self.assertEqual(self.exported_difference(WarmupEMA), 0.0)
+        self.assertGreater(self.exported_difference(WarmupEMAForgettingItsCount), 1e-4)
 
 
 @unittest.skipIf(LIGHTNING_RESUMES_ONE_BATCH_EARLY, "Lightning < 2.5 resumes one micro-batch early")

@@ -396,6 +396,16 @@ class StopAndGoConformance(ConformanceSuite, suite=True):
         """Every LR scheduler's state after every optimizer step."""
         self._check_stream("lr_scheduler_state")
 
+    def test_callback_state(self) -> None:
+        """The tensors every recipe callback holds after every optimizer step (not applicable when none holds
+        any, or the backend runs no callbacks)."""
+        self._require_runs()
+        records = self.reference[0].records
+        if not any(has_content(value) for _, value in records.items("callback_state")):
+            self.skipTest(f"{NOT_APPLICABLE}no callback of the recipe holds tensors after any optimizer step"
+                          + ("" if records.keys("callback_state") else " (its backend runs no callbacks)"))
+        self._check_stream("callback_state")
+
     def test_rng_state(self) -> None:
         """Python, numpy, torch CPU and CUDA RNG states as every training_step starts (after all batch-start hooks);
         a state no training step draws from is unused, and its difference a note, not a failure."""

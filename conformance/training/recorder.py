@@ -89,13 +89,16 @@ class StepRecorder:
 
     def optimizer_step_ends(self, step: int, epoch: float | None, learning_rates: list[list[float]],
                             consumed_samples: int | None, optimizer_states: Sequence[Any],
-                            scheduler_states: Sequence[Any]) -> None:
-        """Everything the loop and the optimizers hold after optimizer step ``step``."""
+                            scheduler_states: Sequence[Any], callback_state: dict[str, Any] | None = None) -> None:
+        """Everything the loop, the optimizers and, where the backend has callbacks, the tensors they hold after
+        optimizer step ``step``."""
         self.store.write("global_step", (step,), {"global_step": step, "epoch": epoch})
         self.store.write("learning_rate", (step,), learning_rates)
         self.store.write("consumed_samples", (step,), consumed_samples)
         self.store.write("optimizer_state", (step,), list(optimizer_states))
         self.store.write("lr_scheduler_state", (step,), list(scheduler_states))
+        if callback_state is not None:
+            self.store.write("callback_state", (step,), callback_state)
 
     def checkpoint_saved(self, step: int, weights: dict[str, Any], data_state: Any,
                          callback_state: dict[str, Any] | None = None) -> None:

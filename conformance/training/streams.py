@@ -86,6 +86,11 @@ STREAMS: tuple[Stream, ...] = (
            "the optimizer's state (e.g. Adam's moments) is not restored",
            "the optimizer keeps no state to compare (plain SGD has none); list the check in expected_failures if "
            "that is intended", _optimizer_moments),
+    Stream("callback_state", "step", "the tensors the recipe's callbacks hold after the optimizer step (an EMA's "
+           "shadow weights), per callback",
+           "a callback's state differs after the resume although its tensors were restored: it keeps something "
+           "else that its state_dict() leaves out (a step counter, a warm-up position); save and load all of it",
+           "no callback of the recipe holds tensors"),
     Stream("valid_inputs", "validation", "the validation batch, as the validation step receives it",
            "validation draws other samples after the resume: its loader must start at sample 0",
            "no validation ran after the resume point in the uninterrupted run"),

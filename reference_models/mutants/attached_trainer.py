@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_mo
 from conformance import StopAndGoConformance, restore_rng_state
 from reference_models.attached_trainer import AttachedTrainerRecipe, TinyTrainer
 from reference_models.mutants import Mutant, mutant_class
-from reference_models.mutants.stop_and_go import WEIGHTS_DRIFT
+from reference_models.mutants.stop_and_go import UNDECLARED_CHECKS, WEIGHTS_DRIFT
 
 __all__ = ["ATTACHED_MUTANTS", "RNGRestoredBeforeIterTrainer"]
 
@@ -73,7 +73,7 @@ def _recipe(name: str, trainer_class: type[TinyTrainer], **settings: Any) -> typ
                         trainer_class=trainer_class, **{"num_steps": 10, "stop_step": 4, **settings})
 
 
-_NOT_APPLICABLE = frozenset({"test_consumed_samples", "test_initial_consumed_samples", "test_elastic_resume"})
+_NOT_APPLICABLE = frozenset({"test_consumed_samples", "test_initial_consumed_samples"}) | UNDECLARED_CHECKS
 
 ATTACHED_MUTANTS: tuple[Mutant, ...] = (
     Mutant(

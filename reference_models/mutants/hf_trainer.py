@@ -12,7 +12,7 @@ from transformers import Trainer, TrainerCallback
 from conformance import StopAndGoConformance
 from reference_models.hf_trainer import GPT2TrainerRecipe, make_trainer
 from reference_models.mutants import Mutant, mutant_class
-from reference_models.mutants.stop_and_go import WEIGHTS_DRIFT
+from reference_models.mutants.stop_and_go import UNDECLARED_CHECKS, WEIGHTS_DRIFT
 
 __all__ = ["HF_TRAINER_MUTANTS"]
 
@@ -61,7 +61,7 @@ def _recipe(name: str, **hooks: Any) -> type[unittest.TestCase]:
                         **hooks)
 
 
-_NOT_APPLICABLE = frozenset({"test_consumed_samples", "test_initial_consumed_samples", "test_elastic_resume"})
+_NOT_APPLICABLE = frozenset({"test_consumed_samples", "test_initial_consumed_samples"}) | UNDECLARED_CHECKS
 
 HF_TRAINER_MUTANTS: tuple[Mutant, ...] = tuple(dataclasses.replace(mutant, skips=_NOT_APPLICABLE) for mutant in (
     Mutant(

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from conformance import StopAndGoConformance
 from reference_models.mutants import Mutant
-from reference_models.mutants.stop_and_go import WEIGHTS_DRIFT
+from reference_models.mutants.stop_and_go import UNDECLARED_CHECKS, WEIGHTS_DRIFT
 from reference_models.nemo_data import NeMoSamplerDataModule
 from reference_models.nemo_gpt import NeMoGPTRecipe
 
@@ -49,10 +49,10 @@ NEMO_MUTANTS: tuple[Mutant, ...] = (
            "dropout draws other masks after the resume", Mutant_nemo_rng_not_restored,
            kills={"test_rng_state": "at optimizer step 4, micro-batch 0 (after the resume)",
                   "test_train_loss": "after the resume"},
-           may_also_fail=WEIGHTS_DRIFT, skips=frozenset({"test_elastic_resume"})),
+           may_also_fail=WEIGHTS_DRIFT, skips=UNDECLARED_CHECKS),
     Mutant("sampler_forgets_init_global_step", "the data module on MegatronDataSampler counts consumed samples "
            "from step 0 after a resume", Mutant_sampler_forgets_init_global_step,
            kills={"test_consumed_samples": "after the resume",
                   "test_initial_consumed_samples": "consumed"},
-           skips=frozenset({"test_elastic_resume"})),
+           skips=UNDECLARED_CHECKS),
 )

@@ -20,12 +20,13 @@ from conformance.training.data import resolve_data_parallel
 from conformance.training.rng import capture_rng_state
 from reference_models.certify import LIGHTNING_RESUMES_ONE_BATCH_EARLY
 from reference_models.data import SyntheticDataModule
+from reference_models.ema import CheckpointedEMA, WarmupEMA
 from reference_models.gpt import TinyGPT
 from reference_models.mutants import Mutant, mutant_class
 from reference_models.mutants.datamodule import UntranslatedElasticDataModule
 from reference_models.recipes import DDPGPTRecipe, ElasticGPTRecipe, GPTRecipe, PerRankDropoutGPT, StepSeededGPT
 
-__all__ = ["STOP_AND_GO_MUTANTS", "WEIGHTS_DRIFT"]
+__all__ = ["STOP_AND_GO_MUTANTS", "UNDECLARED_CHECKS", "WEIGHTS_DRIFT"]
 
 # --- broken building blocks -----------------------------------------------------------------------------------
 
@@ -231,6 +232,16 @@ class GPTWithModuleLevelCurriculum(TinyGPT):
         return super().loss(batch, training=training)
 
 
+class WarmupEMAForgettingItsCount(WarmupEMA):
+    """Checkpoints its shadow weights but not its update count: after a resume the decay warms up again."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return CheckpointedEMA.state_dict(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        CheckpointedEMA.load_state_dict(self, state_dict)
+
+
 class MutantBaseRecipe(GPTRecipe):
     """The GPT recipe with one micro-batch per step: mutants then fail for their own bug only, on every supported
     Lightning (before 2.5, Lightning resumes a checkpoint saved in ``on_train_batch_end`` one batch early, which
@@ -253,6 +264,10 @@ def _recipe(name: str, base: type = MutantBaseRecipe, **hooks: Any) -> type[unit
 #: What drifts after a resume once the weights differ: the consequences a randomness bug may also fail.
 WEIGHTS_DRIFT = frozenset({"test_optimizer_state", "test_train_outputs", "test_train_loss", "test_valid_outputs",
                             "test_valid_loss", "test_final_weights"})
+
+#: The checks that report "not applicable" (saying why) for a recipe that declares no elastic resume and whose
+#: callbacks hold no tensors, as most mutants' recipes.
+UNDECLARED_CHECKS = frozenset({"test_elastic_resume", "test_callback_state"})
 
 _MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -381,6 +396,13 @@ _MUTANTS: tuple[Mutant, ...] = (
         may_also_fail=WEIGHTS_DRIFT | {"test_rng_state"},
     ),
     Mutant(
+        "ema_count_not_checkpointed", "an EMA callback checkpoints its shadow weights but not the update count its "
+        "decay warms up with: restored bit-exact, it averages with other weights after the resume",
+        _recipe("ema_count_not_checkpointed",
+                make_callbacks=lambda cls: [*GPTRecipe.make_callbacks(), WarmupEMAForgettingItsCount()]),
+        kills={"test_callback_state": "first divergence at optimizer step 5 (after the resume)"},
+    ),
+    Mutant(
         "nothing_trained", "limit_train_batches=0: every run skips training, so there is nothing to compare",
         _recipe("nothing_trained",
                 trainer_kwargs=lambda cls: {**MutantBaseRecipe.trainer_kwargs(), "limit_train_batches": 0}),
@@ -389,9 +411,10 @@ _MUTANTS: tuple[Mutant, ...] = (
     ),
 )
 
-#: Every mutant; test_elastic_resume skips (saying why) where the broken recipe declares no elastic resume.
+#: Every mutant; test_elastic_resume skips (saying why) where the broken recipe declares no elastic resume, and
+#: test_callback_state where no callback of the recipe holds tensors.
 STOP_AND_GO_MUTANTS: tuple[Mutant, ...] = tuple(
-    mutant if mutant.conformance_class.elastic_resume_world_sizes
-    else dataclasses.replace(mutant, skips=mutant.skips | {"test_elastic_resume"})
+    dataclasses.replace(mutant, skips=mutant.skips | UNDECLARED_CHECKS - (
+        {"test_elastic_resume"} if mutant.conformance_class.elastic_resume_world_sizes else set()))
     for mutant in _MUTANTS
 )

@@ -18,7 +18,7 @@ from conformance.training.rng import capture_rng_state, restore_rng_state
 from reference_models.data import SyntheticTokens
 from reference_models.fabric_loop import FabricGPTRecipe
 from reference_models.mutants import Mutant, mutant_class
-from reference_models.mutants.stop_and_go import WEIGHTS_DRIFT
+from reference_models.mutants.stop_and_go import UNDECLARED_CHECKS, WEIGHTS_DRIFT
 from reference_models.torch_loop import GPTLoopRecipe
 from reference_models.transformer import Transformer
 
@@ -320,7 +320,7 @@ _MUTANTS: tuple[Mutant, ...] = (
 #: The loop backend's mutants; the consumed-samples checks do not apply to its StatefulDataLoader recipes unless
 #: they report a count.
 LOOP_MUTANTS: tuple[Mutant, ...] = tuple(
-    dataclasses.replace(mutant, skips=mutant.skips | {"test_elastic_resume"} | (
+    dataclasses.replace(mutant, skips=mutant.skips | UNDECLARED_CHECKS | (
         set() if "consumed_samples" in vars(mutant.conformance_class.__mro__[1])
         else {"test_consumed_samples", "test_initial_consumed_samples"}))
     for mutant in _MUTANTS

@@ -145,7 +145,8 @@ class TrainingRecorder(pl.Callback):
             return
         self.steps.optimizer_step_ends(step, trainer.current_epoch, self._learning_rates, self.consumed_samples(trainer),
                                        [opt.state_dict() for opt in trainer.optimizers],
-                                       [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs])
+                                       [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs],
+                                       callback_tensors(self.recipe_callbacks))
 
     @override
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
