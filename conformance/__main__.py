@@ -16,7 +16,9 @@ import unittest
 from collections.abc import Sequence
 from pathlib import Path
 
+from conformance.errors import ConformanceSetupError
 from conformance.report import run_classes
+from conformance.runs.launchers import LAUNCHER_ENV, launcher_for
 from conformance.suites._base import ConformanceSuite
 
 DEFAULT_MODULES = ("reference_models.certify", "reference_models.certify_loop", "reference_models.certify_loader",
@@ -64,7 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     certify.add_argument("--output", type=Path, default=Path("conformance-report"),
                          help="folder for report.json and report.xml (default: ./conformance-report)")
     certify.add_argument("-k", dest="pattern", default=None, help="only classes whose name contains this text")
+    certify.add_argument("--launcher", default=None,
+                         help="how the ranks of every run start, whatever the classes set: 'kit', 'torchrun' or a "
+                              f"command template ending with {{torchrun_args}} (the same as {LAUNCHER_ENV})")
     args = parser.parse_args(argv)
+    if args.launcher is not None:
+        os.environ[LAUNCHER_ENV] = args.launcher
+        try:
+            launcher_for(None)
+        except ConformanceSetupError as exc:
+            parser.error(f"--launcher: {exc}")
 
     classes = []
     for argument in args.modules:

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -35,16 +34,19 @@ from typing import Any, NoReturn, TypeVar
 
 from conformance.errors import ConformanceSetupError
 from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
+from conformance.runs.launchers import launcher_for, work_folder
 
 __all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "SimulatedPreemption",
            "exit_by_signal_as_planned", "failure_text", "finish_jobs", "function_name", "importable_name",
-           "process_group_timeout", "recipe_rank_main", "run_recipe_ranks"]
+           "process_group_timeout", "rank_environment", "recipe_rank_main", "run_recipe_ranks"]
 
 #: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
 PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
 _DEFAULT_PROCESS_GROUP_TIMEOUT = 60.0
 #: Where a rank that ends itself by a signal on purpose leaves a note first (see exit_by_signal_as_planned).
 _PLANNED_EXIT_ENV = "CONFORMANCE_PLANNED_EXIT_FILE"
+#: Where a rank process started by torchrun sends its output (a path pattern holding ``{rank}``).
+_RANK_OUTPUT_ENV = "CONFORMANCE_RANK_OUTPUT"
 #: Set to "1" in every rank process the kit launches (code that must never run in the test process checks it).
 RANK_PROCESS_ENV = "CONFORMANCE_RANK_PROCESS"
 #: A failed rank's report shows this much of the end of its output.
@@ -106,7 +108,7 @@ def exit_by_signal_as_planned(signum: int = signal.SIGKILL) -> NoReturn:
     planned = os.environ.get(_PLANNED_EXIT_ENV)
     if planned is None:
         raise RuntimeError("exit_by_signal_as_planned() is for kit-launched rank processes only")
-    Path(planned).write_text(str(signum))
+    Path(_for_this_rank(planned)).write_text(str(signum))
     sys.stdout.flush()
     sys.stderr.flush()
     os.kill(os.getpid(), signum)
@@ -160,7 +162,7 @@ class RankJob:
         self.world_size = world_size
         self.deadline_s = deadline_s
         self.distributed = world_size > 1 if distributed is None else distributed
-        self.folder = Path(tempfile.mkdtemp(prefix="conformance-ranks-"))
+        self.folder = work_folder("conformance-ranks-")
         self._attempts = 0
         self._exits: list[RankExit] | None = None
         self._start()
@@ -182,16 +184,18 @@ class RankJob:
             for stale in (self._result_path(rank), self._planned_path(rank)):
                 stale.unlink(missing_ok=True)
             spec = self.folder / f"rank{rank}.json"
-            spec.write_text(json.dumps({**self.payload, "rank": rank, "output": str(self._result_path(rank))}))
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1",
-                   RANK_PROCESS_ENV: "1", _PLANNED_EXIT_ENV: str(self._planned_path(rank)),
-                   PROCESS_GROUP_TIMEOUT_ENV: str(min(_DEFAULT_PROCESS_GROUP_TIMEOUT, self.deadline_s))}
+            spec.write_text(self._spec_text(str(self._result_path(rank)), rank))
+            env = {**os.environ, **rank_environment(self._planned_path(rank), self.deadline_s)}
             if self.distributed:
                 env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(self.world_size),
                             "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "NODE_RANK": "0",
                             "LOCAL_WORLD_SIZE": str(self.world_size)})
             self._processes.append(_start_process(self.module, str(spec), env, self._output_path(rank),
                                                   show_progress=rank == 0 and bool(os.environ.get("CONFORMANCE_PROGRESS"))))
+
+    def _spec_text(self, output: str, rank: int | None = None) -> str:
+        """A rank's spec: the payload, where its log goes and its rank (None: the launcher's ``RANK``)."""
+        return json.dumps({**self.payload, "output": output, **({} if rank is None else {"rank": rank})})
 
     def poll(self) -> bool:
         """Look at every rank once; stop the others on a failure or at the deadline. True when all have ended."""
@@ -212,6 +216,10 @@ class RankJob:
             self._start()
             return False
         self._exits = [self._exit(rank) for rank in range(self.world_size)]
+        return self._finished()
+
+    def _finished(self) -> bool:
+        """Remove the job's folder once every rank has ended; True."""
         shutil.rmtree(self.folder, ignore_errors=True)
         return True
 
@@ -226,7 +234,7 @@ class RankJob:
         self._stop_others(reason)
         for process in self._processes:
             process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._finished()
 
     def _failed(self, rank: int) -> bool:
         """Whether rank ``rank``, which has ended, failed: a non-zero exit not planned, or a log with an error."""
@@ -275,6 +283,16 @@ class RankJob:
 
     def _output_path(self, rank: int) -> Path:
         return self.folder / f"output{rank}.txt"
+
+
+def rank_environment(planned_exit: Path, deadline_s: float, *, output: Path | None = None) -> dict[str, str]:
+    """The variables a rank process gets from the kit: its import path, where it notes a planned exit, how long a
+    collective may wait and, for a launcher that does not keep it (torchrun), where its output goes; a path may hold
+    ``{rank}``, filled with the rank's ``RANK``."""
+    return {"PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1", RANK_PROCESS_ENV: "1",
+            _PLANNED_EXIT_ENV: str(planned_exit),
+            PROCESS_GROUP_TIMEOUT_ENV: str(min(_DEFAULT_PROCESS_GROUP_TIMEOUT, deadline_s)),
+            **({} if output is None else {_RANK_OUTPUT_ENV: str(output)})}
 
 
 def _start_process(module: str, spec: str, env: dict[str, str], output: Path, *, show_progress: bool
@@ -342,22 +360,38 @@ def start_recipe_job(module: str, recipe: type, plan: Any, world_size: int, *, d
                      owner_of: str = "make_datamodule") -> RankJob:
     """Start ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module`` (see :class:`RankJob`)."""
     payload = {"recipe": importable_name(recipe, owner_of), "plan": dataclasses.asdict(plan)}
+    launcher = launcher_for(getattr(recipe, "launcher", None))
+    if launcher.kind == "torchrun":
+        from conformance.runs.torchrun_job import TorchrunJob  # it builds on this module
+
+        return TorchrunJob(module, payload, world_size, deadline_s=deadline_s, launcher=launcher)
     return RankJob(module, payload, world_size, deadline_s=deadline_s)
 
 
 def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: Callable[..., Plan]) -> None:
     """The body of a rank process: import the recipe, ``run_rank(recipe, plan, rank)``, write the log as JSON."""
+    output_pattern = os.environ.get(_RANK_OUTPUT_ENV)
+    if output_pattern is not None:  # torchrun's own redirects name files by local rank, on every node alike
+        output_fd = os.open(_for_this_rank(output_pattern), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        for stream in (1, 2):
+            os.dup2(output_fd, stream)
     spec = json.loads(Path(sys.argv[1]).read_text())
+    rank = spec["rank"] if "rank" in spec else int(os.environ["RANK"])
     module_name, qualname = spec["recipe"].rsplit(":", 1)
     recipe = _resolve_name(_import_recipe_module(module_name), qualname)
     if recipe is None:
         raise ConformanceSetupError(f"{qualname} is not defined when {module_name} is imported in a fresh process; "
                                     "define the conformance class at module level, not in a function or at run time")
-    log = run_rank(recipe, plan_type(**spec["plan"]), spec["rank"])
-    output = Path(spec["output"])
+    log = run_rank(recipe, plan_type(**spec["plan"]), rank)
+    output = Path(spec["output"].replace("{rank}", str(rank)))
     written = output.with_name(f"{output.name}.partial")  # renamed when whole: a rank dying mid-write leaves none
     written.write_text(json.dumps(dataclasses.asdict(log)))
     os.replace(written, output)
+
+
+def _for_this_rank(path_pattern: str) -> str:
+    """``path_pattern`` with ``{rank}`` filled with this process's ``RANK`` (a launcher's shared pattern)."""
+    return path_pattern.replace("{rank}", os.environ.get("RANK", "0"))
 
 
 def importable_name(recipe: type, owner_of: str = "make_datamodule") -> str:

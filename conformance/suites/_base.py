@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from conformance.compare import Tolerance
 from conformance.errors import ConformanceSetupError
 from conformance.runs.backend import RecipeBackend
 from conformance.runs.backends import backend_for
+from conformance.runs.launchers import launcher_for, work_folder
 from conformance.suites._assertions import NOT_APPLICABLE, CheckAssertions
 from conformance.suites._expected_failures import mark_expected_failures
 from conformance.training.data import datamodule_consumed_samples
@@ -49,6 +49,10 @@ class ConformanceSuite(CheckAssertions):
     seed: ClassVar[int] = 1234
     #: Trainer arguments the suite's runs set themselves; ``trainer_kwargs()`` may not set them.
     owned_trainer_kwargs: ClassVar[frozenset[str]] = frozenset()
+    #: How the ranks of a run in fresh processes start: "kit" (the kit's launcher), "torchrun", or a command
+    #: template around torchrun ending with ``{torchrun_args}`` (see :mod:`conformance.runs.launchers`); the
+    #: environment variable ``CONFORMANCE_LAUNCHER`` overrides it for every class.
+    launcher: ClassVar[str] = "kit"
 
     _suite_checks: ClassVar[dict[str, Callable[..., None]]] = {}
     _work_dir: ClassVar[Path]
@@ -90,7 +94,7 @@ class ConformanceSuite(CheckAssertions):
         cls.check_details = {}
         cls.run_environment = cls.backend().environment_label(cls)
         cls.run_backend = cls.backend().label(cls)
-        cls._work_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{cls.__name__}-"))
+        cls._work_dir = work_folder(f"conformance-{cls.__name__}-")
         try:
             cls.prepare()
         except BaseException:
@@ -142,7 +146,15 @@ class ConformanceSuite(CheckAssertions):
     @classmethod
     def _settings_problem_list(cls) -> list[str]:
         problems = cls._hook_problems() + cls._expected_failure_problems() + cls._tolerance_problems()
-        return problems + cls.backend().settings_problems(cls) + cls.settings_problems()
+        return problems + cls._launcher_problems() + cls.backend().settings_problems(cls) + cls.settings_problems()
+
+    @classmethod
+    def _launcher_problems(cls) -> list[str]:
+        try:
+            launcher_for(cls.launcher)
+        except ConformanceSetupError as exc:
+            return [str(exc)]
+        return []
 
     @classmethod
     def settings_problems(cls) -> list[str]:

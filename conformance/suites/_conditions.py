@@ -1,5 +1,6 @@
 """The conditions a stop-and-go verdict was reached under, in one line of the report: the tolerance profile in
-force and whether the runs trained in deterministic mode (as each recorded when it started training)."""
+force, whether the runs trained in deterministic mode and who started their processes (as each rank recorded when
+it started training)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ def run_conditions(profile: str, runs: Sequence[RecordStore]) -> str:
     """``profile``'s description and the deterministic mode of ``runs`` (every rank of every run)."""
     known = TOLERANCE_PROFILES.get(profile)
     described = known.describe() if known is not None else repr(profile)
-    return f"tolerance profile {described}; deterministic mode {_deterministic_mode(runs)}"
+    return f"tolerance profile {described}; deterministic mode {_deterministic_mode(runs)}{_launchers(runs)}"
+
+
+def _launchers(runs: Sequence[RecordStore]) -> str:
+    """Who started the runs' processes, where any run is not in the test process."""
+    starters = sorted({run.read("start", keys[0]).get("launched_by", "unknown") for run in runs
+                       if (keys := run.keys("start"))})
+    if starters in ([], ["the test process"]):
+        return ""
+    return f"; ranks started by {' and '.join(starters)}"
 
 
 def _deterministic_mode(runs: Sequence[RecordStore]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from conformance.determinism import determinism_settings
+from conformance.runs.launchers import launched_by
 from conformance.training.recordstore import Key, RecordStore
 from conformance.training.rng import capture_rng_state
 
@@ -38,11 +39,11 @@ class StepRecorder:
     def training_starts(self, step: int, consumed_samples: int | None, data_class: str | None,
                         weights: dict[str, Any], *, data_keeps_count: bool = False) -> None:
         """Where the run starts: its global step, the data's consumed samples and class (``data_keeps_count``: its
-        own state holds the count, so its checkpoint must), the determinism switches in force, the model's
-        weights."""
+        own state holds the count, so its checkpoint must), the determinism switches in force, how the process was
+        launched, the model's weights."""
         self.store.write("start", (step,), {"global_step": step, "consumed_samples": consumed_samples,
                                             "datamodule_class": data_class, "data_keeps_count": data_keeps_count,
-                                            "determinism": determinism_settings()})
+                                            "determinism": determinism_settings(), "launched_by": launched_by()})
         self.store.write("initial_weights", (step,), weights)
 
     def state_restored(self, step: int, model: torch.nn.Module, optimizers: Sequence[Any],
