@@ -38,7 +38,7 @@ from conformance.runs.launchers import launcher_for, work_folder
 
 __all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "SimulatedPreemption",
            "exit_by_signal_as_planned", "failure_text", "finish_jobs", "function_name", "importable_name",
-           "process_group_timeout", "rank_environment", "recipe_rank_main", "run_recipe_ranks"]
+           "output_tail", "process_group_timeout", "rank_environment", "recipe_rank_main", "run_recipe_ranks"]
 
 #: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
 PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
@@ -212,8 +212,7 @@ class RankJob:
             return False
         for process in self._processes:  # what a rank left running (a library's multiprocessing Manager, say)
             with_group(process, signal.SIGKILL)
-        if self._port_was_taken() and self._attempts < _PORT_ATTEMPTS:
-            self._start()
+        if self._restarts_for_port():
             return False
         self._exits = [self._exit(rank) for rank in range(self.world_size)]
         return self._finished()
@@ -252,6 +251,13 @@ class RankJob:
         for process in self._processes:
             process.wait()
 
+    def _restarts_for_port(self) -> bool:
+        """Start the job again (True) if it failed because its port was taken meanwhile and attempts remain."""
+        if self._port_was_taken() and self._attempts < _PORT_ATTEMPTS:
+            self._start()
+            return True
+        return False
+
     def _port_was_taken(self) -> bool:
         """Whether a rank failed because the rendezvous port was taken meanwhile (then the job starts again)."""
         return self.distributed and any(
@@ -269,11 +275,7 @@ class RankJob:
     def _output(self, rank: int) -> str:
         """The tail of what rank ``rank`` printed; empty when it was stopped before it opened its output file (a
         forked rank opens it after the fork, so a peer's error can end it before)."""
-        if not self._output_path(rank).exists():
-            return ""
-        with open(self._output_path(rank), "rb") as output:
-            output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_TAIL_CHARS))
-            return output.read().decode(errors="replace")
+        return output_tail(self._output_path(rank))
 
     def _result_path(self, rank: int) -> Path:
         return self.folder / f"result{rank}.json"
@@ -283,6 +285,15 @@ class RankJob:
 
     def _output_path(self, rank: int) -> Path:
         return self.folder / f"output{rank}.txt"
+
+
+def output_tail(path: Path) -> str:
+    """The last :data:`OUTPUT_TAIL_CHARS` of the file ``path`` as text; empty when there is no such file."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as output:
+        output.seek(max(0, output.seek(0, os.SEEK_END) - OUTPUT_TAIL_CHARS))
+        return output.read().decode(errors="replace")
 
 
 def rank_environment(planned_exit: Path, deadline_s: float, *, output: Path | None = None) -> dict[str, str]:

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from conformance.runs.launchers import Launcher
-from conformance.runs.processes import RankExit, RankJob, rank_environment
+from conformance.runs.processes import RankExit, RankJob, output_tail, rank_environment
 
 __all__ = ["TorchrunJob"]
 
 #: Variables of the test process that would mislead torchrun's workers (torchrun sets its own).
 _RENDEZVOUS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
                          "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
-_TAIL_CHARS = 4000
 #: Seconds a launch has to end on SIGTERM before it is killed.
 _GRACE_S = 5.0
 
@@ -70,9 +69,8 @@ class TorchrunJob(RankJob):
                                  "the whole torchrun launch (a hung collective or a run far slower than expected)")
             else:
                 return False
-        _kill_tree(self._agent.pid)  # what a worker left running
-        if self._port_was_taken() and self._attempts < 3:
-            self._start()
+        _kill_tree(self._agent.pid)  # what is left in the launch's process group (a template's shell, its agents)
+        if self._restarts_for_port():
             return False
         self._exits = [self._exit(rank) for rank in range(self.world_size)]
         return self._finished()
@@ -126,18 +124,10 @@ class TorchrunJob(RankJob):
         own = super()._output(rank)
         if own.strip():
             return own
-        return f"(rank {rank} printed nothing; the launcher's output:)\n{_tail(self._launcher_output_path())}"
+        return f"(rank {rank} printed nothing; the launcher's output:)\n{output_tail(self._launcher_output_path())}"
 
     def _launcher_output_path(self) -> Path:
         return self.folder / "launcher.txt"
-
-
-def _tail(path: Path) -> str:
-    if not path.exists():
-        return ""
-    with open(path, "rb") as file:
-        file.seek(max(0, file.seek(0, os.SEEK_END) - _TAIL_CHARS))
-        return file.read().decode(errors="replace")
 
 
 def _kill_tree(pid: int, below: list[int] | None = None) -> None:

@@ -35,18 +35,22 @@ class Miscount:
 
 def first_miscount(stores: Sequence[RecordStore], sample_ids: Callable[[Any], list[int]]) -> Miscount | None:
     """The earliest step at which a rank's ``consumed_samples`` record differs from the samples the ranks trained
-    on up to it, counted from the run's start count; raises :class:`~conformance.sample_ids.SampleIdError` where batches carry
-    no sample ids.
+    on up to it, counted from the run's start count; raises :class:`~conformance.sample_ids.SampleIdError` where
+    batches carry no sample ids.
 
     Ranks that trained on the same samples throughout replicate one data-parallel rank (tensor or pipeline
-    parallelism) and are counted once."""
+    parallelism) and are counted once. A count may leave out the samples a distributed sampler repeats to even out
+    the ranks (the same id twice in one optimizer step): either reading of such a step is right."""
     trained_by_rank = [[(key[0], tuple(sample_ids(batch))) for key, batch in store.items("train_inputs")]
                        for store in stores]
     replicas: list[list[tuple[int, tuple[int, ...]]]] = []
     for trained in trained_by_rank:
         if trained not in replicas:
             replicas.append(trained)
-    batches = [(step, len(ids)) for trained in replicas for step, ids in trained]
+    by_step: dict[int, list[int]] = {}
+    for trained in replicas:
+        for step, ids in trained:
+            by_step.setdefault(step, []).extend(ids)
     several = len(stores) > 1
     found = []
     for rank, store in enumerate(stores):
@@ -54,8 +58,9 @@ def first_miscount(stores: Sequence[RecordStore], sample_ids: Callable[[Any], li
         if start is None:
             continue
         for (step,), reported in store.items("consumed_samples"):
-            trained = start + sum(count for batch_step, count in batches if batch_step < step)
-            if reported is not None and reported != trained:
-                found.append(Miscount(step, reported, trained, rank if several else None))
+            steps = [ids for batch_step, ids in by_step.items() if batch_step < step]
+            every, distinct = (start + sum(map(count, steps)) for count in (len, lambda ids: len(set(ids))))
+            if reported is not None and reported not in (every, distinct):
+                found.append(Miscount(step, reported, every, rank if several else None))
                 break
     return min(found, key=lambda miscount: miscount.step, default=None)
