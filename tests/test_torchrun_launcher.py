@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import unittest
+import uuid
 from pathlib import Path
 from unittest import mock
 
@@ -24,18 +25,19 @@ from tests import distributed_recipes, launcher_subjects
 from tests.slurm_cluster import SlurmCluster
 
 
-def _kit_processes_alive() -> list[str]:
-    """Command lines of live processes that run a rank spec of the kit (its job folders are named so)."""
-    alive = []
+def _processes_marked(marker: str) -> list[str]:
+    """Command lines of live processes whose environment holds ``marker`` (set for one launch: its agent and its
+    workers inherit it, and nothing else running on the machine has it)."""
+    marked = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if marker.encode() not in (entry / "environ").read_bytes():
+                    continue
+                marked.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
             except OSError:
                 continue
-            if "conformance-ranks-" in command:
-                alive.append(command)
-    return alive
+    return marked
 
 
 class TestLauncherSetting(unittest.TestCase):
@@ -72,6 +74,15 @@ class TestSameVerdictsUnderTorchrun(unittest.TestCase):
         self.assertIn("ranks started by torchrun (node 0 of 1)\n", torchrun_text)
         self.assertIn("ranks started by the kit's launcher", kit_text)
 
+    def test_the_elastic_reference_classes_pass_under_either_launcher(self) -> None:
+        """2 -> 1 and 1 -> 2 ranks: the elastic run is a torchrun launch of its own world size."""
+        for cls in (certify.TestGPTElasticResumeTwoToOne, certify.TestGPTElasticResumeOneToTwo):
+            with self.subTest(cls=cls.__name__):
+                verdicts = launcher_subjects.verdicts_by_launcher(cls)
+                (kit, _), (torchrun, torchrun_text) = verdicts["kit"], verdicts["torchrun"]
+                self.assertEqual(torchrun, kit, torchrun_text)
+                self.assertEqual(torchrun["test_elastic_resume"], "passed", torchrun_text)
+
     def test_two_torchrun_agents_form_one_job_that_passes_like_one(self) -> None:
         """The multi-node path on one machine: two agents (node ranks 0 and 1) joined by the c10d rendezvous."""
         report = run_classes([launcher_subjects.TwoAgentGPTDDP])
@@ -85,8 +96,8 @@ class TestSameVerdictsUnderTorchrun(unittest.TestCase):
         self.assertEqual(mutant.problems(report), [], report.format_text())
 
     def test_a_hung_rank_ends_the_whole_launch_at_the_deadline_with_every_ranks_output(self) -> None:
-        started = time.monotonic()
-        with mock.patch.dict(os.environ, {LAUNCHER_ENV: "torchrun"}):
+        started, marker = time.monotonic(), f"CONFORMANCE_TEST_LAUNCH={uuid.uuid4().hex}"
+        with mock.patch.dict(os.environ, {LAUNCHER_ENV: "torchrun", "CONFORMANCE_TEST_LAUNCH": marker.split("=")[1]}):
             report = run_classes([distributed_recipes.HangingRank], checks=["test_runs_trained"])
         deadline = distributed_recipes.HangingRank.process_deadline_s
         self.assertLess(time.monotonic() - started, 2 * deadline + 40)
@@ -97,7 +108,7 @@ class TestSameVerdictsUnderTorchrun(unittest.TestCase):
                                   r"stopped by the kit because rank [01] failed first")
         for rank in (0, 1):
             self.assertRegex(message, rf"rank {rank}\b", f"rank {rank}'s failure and output are shown")
-        self.assertEqual(_kit_processes_alive(), [], "no agent or worker of the launch is left running")
+        self.assertEqual(_processes_marked(marker), [], "no agent or worker of the launch is left running")
 
 
 

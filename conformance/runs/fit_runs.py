@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from conformance.determinism import deterministic_mode
 from conformance.runs.backend import FitPlan, RunOutcome
-from conformance.runs.processes import RankLog, SimulatedPreemption, finish_jobs, start_recipe_job
+from conformance.runs.processes import RankLog, SimulatedPreemption, finish_jobs
+from conformance.runs.rank_jobs import start_recipe_job
 from conformance.training.recordstore import RecordStore
 
 __all__ = ["FitLog", "fit_attempt", "run_fit_plans"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from conformance.errors import ConformanceSetupError
 
-__all__ = ["LAUNCHER_ENV", "WORK_DIR_ENV", "Launcher", "launched_by", "launcher_for", "work_folder"]
+__all__ = ["LAUNCHER_ENV", "WORK_DIR_ENV", "Launcher", "launcher_for", "work_folder"]
 
 #: Overrides every class's ``launcher`` setting, e.g. for one CI job.
 LAUNCHER_ENV = "CONFORMANCE_LAUNCHER"
@@ -82,12 +82,3 @@ def work_folder(prefix: str) -> Path:
         Path(parent).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
-
-def launched_by() -> str:
-    """How this process was started, as its environment tells: "torchrun (node n of N)" (torchelastic's variables),
-    "the kit's launcher" (a rank process of the kit) or "the test process" (no launcher)."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        return f"torchrun (node {os.environ.get('GROUP_RANK', '?')} of {os.environ.get('GROUP_WORLD_SIZE', '?')})"
-    if os.environ.get("CONFORMANCE_RANK_PROCESS") == "1":
-        return "the kit's launcher"
-    return "the test process"

@@ -34,11 +34,11 @@ from typing import Any, NoReturn, TypeVar
 
 from conformance.errors import ConformanceSetupError
 from conformance.runs.forkserver import EXIT_UNKNOWN, PROGRESS_FD_ENV, ForkedProcess, fork_server
-from conformance.runs.launchers import launcher_for, work_folder
+from conformance.runs.launchers import work_folder
 
 __all__ = ["PROCESS_GROUP_TIMEOUT_ENV", "PROGRESS_FD_ENV", "RANK_PROCESS_ENV", "RankJob", "RankLog", "SimulatedPreemption",
            "exit_by_signal_as_planned", "failure_text", "finish_jobs", "function_name", "importable_name",
-           "output_tail", "process_group_timeout", "rank_environment", "recipe_rank_main", "run_recipe_ranks"]
+           "output_tail", "process_group_timeout", "rank_environment", "recipe_rank_main"]
 
 #: Seconds a rank waits in a collective for its peers before failing (gloo's default is 30 minutes).
 PROCESS_GROUP_TIMEOUT_ENV = "CONFORMANCE_PROCESS_GROUP_TIMEOUT"
@@ -357,26 +357,6 @@ def finish_jobs(jobs: Sequence[RankJob], poll_interval: float = 0.05) -> None:
         for job in jobs:
             job.kill("was killed because the conformance run was interrupted")
         raise
-
-
-def run_recipe_ranks(module: str, recipe: type, plan: Any, world_size: int, log_type: type[Log], *,
-                     deadline_s: float = 300, owner_of: str = "make_datamodule") -> list[Log]:
-    """Run ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module``; one log per rank."""
-    job = start_recipe_job(module, recipe, plan, world_size, deadline_s=deadline_s, owner_of=owner_of)
-    finish_jobs([job])
-    return [exit_.as_log(log_type) for exit_ in job.exits()]
-
-
-def start_recipe_job(module: str, recipe: type, plan: Any, world_size: int, *, deadline_s: float,
-                     owner_of: str = "make_datamodule") -> RankJob:
-    """Start ``plan`` of ``recipe`` in ``world_size`` processes of ``python -m module`` (see :class:`RankJob`)."""
-    payload = {"recipe": importable_name(recipe, owner_of), "plan": dataclasses.asdict(plan)}
-    launcher = launcher_for(getattr(recipe, "launcher", None))
-    if launcher.kind == "torchrun":
-        from conformance.runs.torchrun_job import TorchrunJob  # it builds on this module
-
-        return TorchrunJob(module, payload, world_size, deadline_s=deadline_s, launcher=launcher)
-    return RankJob(module, payload, world_size, deadline_s=deadline_s)
 
 
 def recipe_rank_main(run_rank: Callable[[type, Plan, int], RankLog], plan_type: Callable[..., Plan]) -> None:

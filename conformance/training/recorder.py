@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from conformance._environment import launched_by
 from conformance.determinism import determinism_settings
-from conformance.runs.launchers import launched_by
 from conformance.training.recordstore import Key, RecordStore
 from conformance.training.rng import capture_rng_state
 

@@ -27,7 +27,8 @@ from conformance.predictions.collate import flatten_prediction
 from conformance.predictions.ranks import writer_rank
 from conformance.runs.lightning.repeated_predict import repeat_predict_loaders
 from conformance.runs.lightning.trainer import build_trainer, quiet_lightning, rank_process_strategy, seeded
-from conformance.runs.processes import RankLog, process_group_timeout, recipe_rank_main, run_recipe_ranks
+from conformance.runs.processes import RankLog, process_group_timeout, recipe_rank_main
+from conformance.runs.rank_jobs import run_recipe_ranks
 from conformance.training import recordfile
 
 __all__ = ["OWNED_TRAINER_KWARGS", "InjectedPredictError", "PredictLog", "PredictObserver", "PredictPlan",

@@ -26,7 +26,8 @@ from conformance.runs.lightning.callbacks import InterruptAfterStep, Interruptio
 from conformance.runs.lightning.sample_probe import SampleProbe
 from conformance.runs.lightning.trainer import build_trainer, quiet_lightning, run_context, seeded
 from conformance.runs.nemo.strategy import is_nemo_strategy
-from conformance.runs.processes import recipe_rank_main, run_recipe_ranks
+from conformance.runs.processes import recipe_rank_main
+from conformance.runs.rank_jobs import run_recipe_ranks
 from conformance.training.checkpoints import saved_checkpoint
 
 __all__ = ["OWNED_TRAINER_KWARGS", "accumulation_steps", "run_probe", "strategy_problems"]

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from conformance.runs.data_probe import ProbeLog, ProbePlan
-from conformance.runs.processes import SimulatedPreemption, recipe_rank_main, run_recipe_ranks
+from conformance.runs.processes import SimulatedPreemption, recipe_rank_main
+from conformance.runs.rank_jobs import run_recipe_ranks
 from conformance.training.rng import seed_everything
 
 __all__ = ["loader_checkpoint", "quiet_torchdata", "run_loader_probe"]
