@@ -46,6 +46,9 @@ __all__ = ["PredictionWriterConformance"]
 _MIB = 1 << 20
 #: Without ``make_memory_datamodule()``, the memory run repeats the default predict loader up to this many batches.
 _MAX_REPEATED_MEMORY_BATCHES = 20_000
+#: The share of a repeated memory run's payload reckoned to come after its warm-up (a fifth of the batches), with
+#: margin.
+_COUNTED_AFTER_WARMUP = 0.75
 
 
 class PredictionWriterConformance(ConformanceSuite, suite=True):
@@ -161,7 +164,7 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         payload = cls._writer_log("reference").payload_bytes
         if not sum(payload):
             return {}
-        passes = math.ceil(cls.memory_check_min_payload_mib * _MIB / (0.75 * sum(payload))) + 1
+        passes = math.ceil(cls.memory_check_min_payload_mib * _MIB / (_COUNTED_AFTER_WARMUP * sum(payload))) + 1
         return {"loader_passes": max(1, min(passes, _MAX_REPEATED_MEMORY_BATCHES // len(payload)))}
 
     @classmethod
@@ -269,11 +272,8 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         warmup = max(2, len(log.rss_bytes) // 5)
         payload = sum(log.payload_bytes[warmup:]) / _MIB
         if len(log.rss_bytes) <= warmup or payload < self.memory_check_min_payload_mib:
-            repeated = "memory_datamodule" not in self._memory_data()
-            why = (f" (the default predict data could not be repeated: {'; '.join(log.unrepeated_loaders)})"
-                   if repeated and log.unrepeated_loaders else
-                   f" (the default predict data repeated over {len(log.rss_bytes)} batches)" if repeated else "")
-            self.fail_check(f"only {payload:.1f} MiB were predicted after {warmup} warm-up batches{why}; at least "
+            self.fail_check(f"only {payload:.1f} MiB were predicted after {warmup} warm-up batches"
+                            f"{self._repeated_data_note(log)}; at least "
                             f"{self.memory_check_min_payload_mib} MiB are needed to measure growth: return a data "
                             "module that predicts more from the classmethod make_memory_datamodule()")
         growth = (max(log.rss_bytes[warmup:]) - log.rss_bytes[warmup - 1]) / _MIB
@@ -283,6 +283,14 @@ class PredictionWriterConformance(ConformanceSuite, suite=True):
         if growth > allowed:
             self.fail_check(f"resident memory grew by {growth:.1f} MiB while {payload:.1f} MiB were predicted "
                       f"after warm-up (allowed {allowed:.1f} MiB): the writer keeps predictions in memory")
+
+    def _repeated_data_note(self, log: PredictLog) -> str:
+        """How the default predict data was repeated for the memory run (empty where the recipe gave its own)."""
+        if "memory_datamodule" in self._memory_data():
+            return ""
+        if log.unrepeated_loaders:
+            return f" (the default predict data could not be repeated: {'; '.join(log.unrepeated_loaders)})"
+        return f" (the default predict data repeated over {len(log.rss_bytes)} batches)"
 
     def test_files_safe_to_read(self) -> None:
         """Every file loads without unpickling objects (weights_only, safetensors, parquet, JSON manifests)."""

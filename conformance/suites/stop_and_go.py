@@ -55,6 +55,7 @@ _FETCH_TIME_RANDOMNESS = (
     "randomness from (seed, sample index), or draw it in the training step"
 )
 
+
 def has_content(value: Any) -> bool:
     """Whether a record holds anything to compare: a non-empty tensor or a plain value somewhere inside it."""
     if value is None:
