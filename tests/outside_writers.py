@@ -151,3 +151,30 @@ class TestBufferingWriterOnDefaultData(TestTorchSaveWriterOnDefaultData):
     @classmethod
     def make_writer(cls, output_dir: Path) -> TorchSaveWriter:
         return BufferingTorchSaveWriter(output_dir)
+
+
+class StreamedTokens(torch.utils.data.IterableDataset):
+    """The synthetic sequences as a stream, as a data pipeline serves them: no indexing (a length, which the
+    writer's manifest reads)."""
+
+    def __init__(self, tokens: torch.utils.data.Dataset, count: int) -> None:
+        self.tokens, self.count = tokens, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Any:
+        return (self.tokens[index] for index in range(self.count))
+
+
+class StreamedPredictionData(PredictionDataModule):
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(StreamedTokens(self.dataset, 45), batch_size=self.batch_size)
+
+
+class TestTorchSaveWriterOnStreamedData(TestTorchSaveWriterOnDefaultData):
+    """The torch.save writer on a predict loader over an IterableDataset, with no make_memory_datamodule()."""
+
+    @classmethod
+    def make_datamodule(cls) -> pl.LightningDataModule:
+        return StreamedPredictionData()

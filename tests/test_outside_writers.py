@@ -46,6 +46,15 @@ class TestOutsideWriters(unittest.TestCase):
         self.assertEqual(outcome.status, "failed")
         self.assertIn("the writer keeps predictions in memory", outcome.message)
 
+    def test_a_stream_that_cannot_be_repeated_fails_the_memory_check_saying_why_and_what_to_give(self) -> None:
+        outcome = run_classes([outside_writers.TestTorchSaveWriterOnStreamedData],
+                              checks=["test_memory_flat"]).outcomes[0]
+        self.assertEqual(outcome.status, "failed")
+        self.assertIn("the default predict data could not be repeated: its predict loader is a DataLoader over an "
+                      "IterableDataset", outcome.message)
+        self.assertIn("return a data module that predicts more from the classmethod make_memory_datamodule()",
+                      outcome.message)
+
 
 if __name__ == "__main__":
     unittest.main()
